@@ -1,0 +1,49 @@
+"""Fetch pinned reference wheels from PyPI once and unpack them into the user cache folder.
+
+The cache lives outside the repository (`$LDM_REFERENCE_CACHE`, default ~/.cache/ldm-reference),
+so nothing fetched is ever committed. A wheel is a zip: unpacking it needs no install and runs
+nothing from it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+# The ground truths, pinned so that a test's meaning cannot drift with a new release.
+OPEN_CLIP = ("open_clip_torch", "3.3.0")  # ships the original CLIP SimpleTokenizer + BPE merges
+SD_ORIGINAL = ("stable-diffusion-sdkit", "2.1.5")  # the Stability/CompVis `ldm` package
+
+
+def cache_root() -> Path:
+    root = os.environ.get("LDM_REFERENCE_CACHE") or Path.home() / ".cache" / "ldm-reference"
+    return Path(root)
+
+
+def unpacked_wheel(name: str, version: str) -> Path:
+    """Folder holding the unpacked wheel `name==version`, downloading it on first use."""
+    target = cache_root() / f"{name}-{version}"
+    done = target / ".unpacked"
+    if done.exists():
+        return target
+    download_dir = cache_root() / "wheels"
+    download_dir.mkdir(parents=True, exist_ok=True)
+    wheel_prefix = name.replace("-", "_") + f"-{version}-"
+    wheels = [p for p in download_dir.glob("*.whl") if p.name.lower().startswith(wheel_prefix.lower())]
+    if not wheels:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "-d", str(download_dir), f"{name}=={version}"]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"could not download the reference wheel {name}=={version} from PyPI "
+                f"(`{' '.join(cmd)}`):\n{result.stderr[-2000:]}"
+            )
+        wheels = [p for p in download_dir.glob("*.whl") if p.name.lower().startswith(wheel_prefix.lower())]
+    with zipfile.ZipFile(wheels[0]) as archive:
+        archive.extractall(target)
+    done.touch()
+    return target
