@@ -1,0 +1,42 @@
+"""Rename a state dict through a key table and load it, accounting for every key and shape."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+
+def _listing(keys: list[str]) -> str:
+    shown = ", ".join(keys[:10])
+    return f"{len(keys)} key(s): {shown}" + (", ..." if len(keys) > 10 else "")
+
+
+def rename_keys(original: Mapping[str, torch.Tensor], table: Mapping[str, str], what: str) -> dict[str, torch.Tensor]:
+    """original names -> our names. Every key must be in the table and every table entry present."""
+    unexpected = sorted(k for k in original if k not in table)
+    missing = sorted(k for k in table if k not in original)
+    if unexpected or missing:
+        parts = []
+        if missing:
+            parts.append(f"missing {_listing(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {_listing(unexpected)}")
+        raise KeyError(f"{what}: the weights do not match the expected layout: " + "; ".join(parts))
+    return {table[k]: v for k, v in original.items()}
+
+
+def load_state(module: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
+    """Copy `state` (our names) into `module`; every parameter and buffer filled, shapes equal."""
+    expected = module.state_dict()
+    missing = sorted(k for k in expected if k not in state)
+    unexpected = sorted(k for k in state if k not in expected)
+    if missing or unexpected:
+        raise KeyError(f"{what}: missing {_listing(missing)}; unexpected {_listing(unexpected)}")
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise ValueError(
+                f"{what}: {key} has shape {tuple(tensor.shape)} in the weights but "
+                f"{tuple(expected[key].shape)} in the model"
+            )
+    module.load_state_dict(state, strict=True)
