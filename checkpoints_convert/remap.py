@@ -26,8 +26,12 @@ def rename_keys(original: Mapping[str, torch.Tensor], table: Mapping[str, str], 
     return {table[k]: v for k, v in original.items()}
 
 
-def load_state(module: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
-    """Copy `state` (our names) into `module`; every parameter and buffer filled, shapes equal."""
+def load_state(module: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str, assign: bool = False) -> None:
+    """Copy `state` (our names) into `module`; every parameter and buffer filled, shapes equal.
+
+    assign=True makes the given tensors the module's parameters instead of copying into them: for
+    a module built on the meta device (no memory, no initialisation), the fast way to load.
+    """
     expected = module.state_dict()
     missing = sorted(k for k in expected if k not in state)
     unexpected = sorted(k for k in state if k not in expected)
@@ -39,4 +43,4 @@ def load_state(module: torch.nn.Module, state: Mapping[str, torch.Tensor], what:
                 f"{what}: {key} has shape {tuple(tensor.shape)} in the weights but "
                 f"{tuple(expected[key].shape)} in the model"
             )
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=True, assign=assign)
