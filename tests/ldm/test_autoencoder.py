@@ -15,9 +15,10 @@ import torch
 
 from checkpoints_convert.keymap.autoencoder import original_to_ours
 from checkpoints_convert.remap import load_state, rename_keys
-from ldm.config import F8_AUTOENCODER, X4_UPSCALER, AutoencoderConfig
+from ldm.config import F8_AUTOENCODER, X4_UPSCALER
 from ldm.modules.autoencoder import AutoencoderKL
 from tests.reference.original_ldm import relative_error, run_original
+from tests.reference.parity_record import record_parity
 
 TOLERANCE = 1e-5
 OUTPUTS = ("mean", "logvar", "std", "decoded")
@@ -29,17 +30,17 @@ PRESETS = {
 }
 
 
-def original_params(config: AutoencoderConfig) -> dict:
-    """Our config in the original's yaml vocabulary (first_stage_config.params)."""
-    return {
-        "ddconfig": {
-            "double_z": True, "z_channels": config.latent_channels, "resolution": 256,
-            "in_channels": config.in_channels, "out_ch": config.out_channels,
-            "ch": config.base_channels, "ch_mult": list(config.channel_mult),
-            "num_res_blocks": config.num_res_blocks, "attn_resolutions": [], "dropout": 0.0,
-        },
-        "embed_dim": config.embed_dim,
-    }
+# first_stage_config.params of the original yamls (v1-inference.yaml and the v2 ones for f8,
+# x4-upscaling.yaml for f4), written out rather than derived from our configs, so that a wrong
+# preset fails the test.
+ORIGINAL_PARAMS = {
+    "f8": {"embed_dim": 4, "ddconfig": {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3,
+                                        "out_ch": 3, "ch": 128, "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2,
+                                        "attn_resolutions": [], "dropout": 0.0}},
+    "f4": {"embed_dim": 4, "ddconfig": {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3,
+                                        "out_ch": 3, "ch": 128, "ch_mult": [1, 2, 4], "num_res_blocks": 2,
+                                        "attn_resolutions": [], "dropout": 0.0}},
+}
 
 
 @pytest.fixture(scope="module", params=sorted(PRESETS))
@@ -52,15 +53,15 @@ def case(request):
         "image": torch.rand(2, config.in_channels, height, width, generator=generator) * 2 - 1,
         "z": torch.randn(2, config.embed_dim, height // f, width // f, generator=generator),
     }
-    state, reference = run_original("autoencoder", original_params(config), inputs, seed=0)
+    state, reference = run_original("autoencoder", ORIGINAL_PARAMS[request.param], inputs, seed=0)
     vae = AutoencoderKL(config).eval()
     load_state(vae, rename_keys(state, original_to_ours(config), "autoencoder"), "autoencoder")
-    return config, inputs, state, reference, vae
+    return config, inputs, state, reference, vae, request.param
 
 
 @pytest.fixture(scope="module")
 def ours(case):
-    _, inputs, _, _, vae = case
+    _, inputs, _, _, vae, _ = case
     with torch.no_grad():
         posterior = vae.encode(inputs["image"])
         decoded = vae.decode(inputs["z"])
@@ -69,17 +70,21 @@ def ours(case):
 
 @pytest.mark.parametrize("output", OUTPUTS)
 def test_matches_original(case, ours, output):
-    config, inputs, _, reference, _ = case
+    config, inputs, _, reference, _, name = case
     expected = reference[output]
     assert expected.std() > 0.1, f"the reference {output} is near-constant; the test would prove nothing"
     assert ours[output].shape == expected.shape
     error = relative_error(ours[output], expected)
     print(f"channel_mult={config.channel_mult} {output}: relative error {error:.2e}")
+    size = "x".join(map(str, inputs["image" if output != "decoded" else "z"].shape[2:]))
+    record_parity("AutoencoderKL", "v1/v2 (f8)" if name == "f8" else "x4-upscaler (f4)",
+                  f"{'image' if output != 'decoded' else 'latent'} {size}, batch 2",
+                  "encode " + output if output != "decoded" else "decode", "original ldm", error, TOLERANCE)
     assert error <= TOLERANCE
 
 
 def test_shapes(case, ours):
-    config, inputs, _, _, _ = case
+    config, inputs, _, _, _, _ = case
     batch, _, height, width = inputs["image"].shape
     f = config.downsampling_factor
     assert ours["mean"].shape == (batch, config.embed_dim, height // f, width // f)
@@ -87,7 +92,7 @@ def test_shapes(case, ours):
 
 
 def test_keymap_covers_both_sides_exactly(case):
-    config, _, state, _, vae = case
+    config, _, state, _, vae, _ = case
     table = original_to_ours(config)
     assert set(table) == set(state)
     assert set(table.values()) == set(vae.state_dict())
@@ -106,7 +111,7 @@ def test_keymap_renumbers_decoder_levels():
 
 
 def test_sample_is_mean_plus_std_times_seeded_noise(case):
-    _, inputs, _, _, vae = case
+    _, inputs, _, _, vae, _ = case
     with torch.no_grad():
         posterior = vae.encode(inputs["image"][:1])
     first = posterior.sample(torch.Generator().manual_seed(7))

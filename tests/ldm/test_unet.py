@@ -14,6 +14,7 @@ from ldm.config import PRESETS, UNetConfig
 from ldm.modules.attention import set_attention_mode
 from ldm.modules.unet import UNet
 from tests.reference.original_ldm import relative_error, run_original
+from tests.reference.parity_record import record_parity
 
 # unet_config.params of configs/stable-diffusion/*.yaml (use_checkpoint, image_size, use_fp16 dropped).
 V1_YAML = dict(in_channels=4, out_channels=4, model_channels=320, attention_resolutions=[4, 2, 1],
@@ -77,6 +78,8 @@ def test_unet_matches_the_original(preset):
         ours = unet(inputs["x"], inputs["t"], inputs["context"], inputs.get("y"))
     error = relative_error(ours, reference)
     print(f"unet {preset} {LATENT_H}x{LATENT_W} fp32: relative max error {error:.2e}")
+    size = f"latent {LATENT_H}x{LATENT_W}, batch {BATCH}"
+    record_parity("UNet", preset if preset != "v2" else "v2, v2-v", size, "eps / v", "original ldm", error, 1e-5)
     assert error <= 1e-5
 
     if preset == "v1":  # the other attention paths compute the same function
@@ -84,7 +87,9 @@ def test_unet_matches_the_original(preset):
             set_attention_mode(unet, mode, slice_size=100)
             with torch.no_grad():
                 other = unet(inputs["x"], inputs["t"], inputs["context"])
-            assert relative_error(other, reference) <= 1e-5, mode
+            error = relative_error(other, reference)
+            record_parity("UNet", preset, size, f"eps, attention={mode}", "original ldm", error, 1e-5)
+            assert error <= 1e-5, mode
 
 
 TINY = UNetConfig(model_channels=32, channel_mult=(1, 2), attention_resolutions=(2,), num_heads=2,
