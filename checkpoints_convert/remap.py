@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import torch
 
 
-def _listing(keys: list[str]) -> str:
+def list_keys(keys: list[str]) -> str:
     shown = ", ".join(keys[:10])
     return f"{len(keys)} key(s): {shown}" + (", ..." if len(keys) > 10 else "")
 
@@ -19,9 +19,9 @@ def rename_keys(original: Mapping[str, torch.Tensor], table: Mapping[str, str], 
     if unexpected or missing:
         parts = []
         if missing:
-            parts.append(f"missing {_listing(missing)}")
+            parts.append(f"missing {list_keys(missing)}")
         if unexpected:
-            parts.append(f"unexpected {_listing(unexpected)}")
+            parts.append(f"unexpected {list_keys(unexpected)}")
         raise KeyError(f"{what}: the weights do not match the expected layout: " + "; ".join(parts))
     return {table[k]: v for k, v in original.items()}
 
@@ -36,7 +36,7 @@ def load_state(module: torch.nn.Module, state: Mapping[str, torch.Tensor], what:
     missing = sorted(k for k in expected if k not in state)
     unexpected = sorted(k for k in state if k not in expected)
     if missing or unexpected:
-        raise KeyError(f"{what}: missing {_listing(missing)}; unexpected {_listing(unexpected)}")
+        raise KeyError(f"{what}: missing {list_keys(missing)}; unexpected {list_keys(unexpected)}")
     for key, tensor in state.items():
         if tuple(tensor.shape) != tuple(expected[key].shape):
             raise ValueError(

@@ -1,0 +1,72 @@
+"""From an original checkpoint file to our names, with every key accounted for.
+
+`read_original(path, variant, use_ema)` reads the file safely, decides the variant, maps every
+key through the tables, and refuses files with missing or unknown keys (listing them). It hands
+back tensors under OUR names; ldm.pipeline builds the modules and loads them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ldm.config import PRESETS, ModelConfig
+
+from . import layout
+from .detect import variant_from_weights, variant_from_yaml
+from .read import read_checkpoint
+from .remap import list_keys
+
+log = logging.getLogger("ldm")
+
+
+@dataclass
+class OriginalCheckpoint:
+    config: ModelConfig
+    state: dict[str, torch.Tensor]  # our StableDiffusion state-dict names
+    reason: str  # which rule decided the variant
+    needs_prediction_probe: bool  # a v2 base file without a hint: eps or v is still open
+
+
+def read_original(path: str | Path, variant: str | None = None, use_ema: bool = False) -> OriginalCheckpoint:
+    path = Path(path)
+    if variant is not None and variant not in PRESETS:
+        raise ValueError(f"variant={variant!r} is not known; use one of {sorted(PRESETS)}")
+    tensors = read_checkpoint(path)
+
+    needs_probe = False
+    if variant is not None:
+        reason = f"explicit variant={variant!r}"
+    elif path.with_suffix(".yaml").exists() and (found := variant_from_yaml(path.with_suffix(".yaml"))):
+        variant, reason = found
+    else:
+        variant, reason = variant_from_weights({k: tuple(v.shape) for k, v in tensors.items()}, path)
+        needs_probe = variant == "v2"
+    config = PRESETS[variant]
+    log.info("%s: variant %s (%s)", path.name, variant, reason)
+
+    table, text_ignored = layout.original_to_ours(config, set(tensors))
+    ema_table = layout.ema_to_ours(config)
+    has_ema = any(k in tensors for k in ema_table)
+    if use_ema and not has_ema:
+        raise KeyError(f"{path}: use_ema=True but the file holds no EMA weights (no {layout.EMA_PREFIX}* keys)")
+
+    missing = [k for k in table if k not in tensors]
+    if has_ema:
+        missing += [k for k in ema_table if k not in tensors]
+    unexpected = [k for k in tensors if k not in table and k not in ema_table
+                  and k not in text_ignored and not layout.is_ignored(k)]
+    if missing or unexpected:
+        parts = [f"missing {list_keys(sorted(missing))}"] if missing else []
+        parts += [f"unexpected {list_keys(sorted(unexpected))}"] if unexpected else []
+        raise KeyError(f"{path}: does not match the {variant} layout: " + "; ".join(parts)
+                       + ". If the variant is wrong, pass variant= explicitly.")
+
+    state = {ours: tensors[original] for original, ours in table.items()}
+    if use_ema:
+        state |= {ours: tensors[ema] for ema, ours in ema_table.items()}
+    return OriginalCheckpoint(config, state, reason, needs_probe)
+

@@ -1,0 +1,115 @@
+"""StableDiffusion: the four networks of one variant, its tokenizer and its noise schedule.
+
+    sd = StableDiffusion.from_checkpoint("v1-5-pruned-emaonly.safetensors")
+    sd.unet, sd.vae, sd.text_encoder, sd.tokenizer, sd.schedule, sd.config
+
+Loading goes through checkpoints_convert (safe reading, the key tables, variant rules); the
+modules are built on the meta device and take the file's tensors as their parameters, so no
+memory or time is spent on an initialisation that would be overwritten.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from checkpoints_convert.detect import probe_v_prediction
+from checkpoints_convert.load import read_original
+from checkpoints_convert.remap import load_state
+from checkpoints_convert.save import to_original, write_checkpoint
+from samplers.schedule import NoiseSchedule
+from tokenizer import CLIPTokenizer
+
+from .config import PRESETS, ModelConfig
+from .modules.autoencoder import AutoencoderKL
+from .modules.clip_text import CLIPTextEncoder
+from .modules.openclip_text import OpenCLIPTextEncoder
+from .modules.unet import UNet
+
+log = logging.getLogger("ldm")
+
+
+def default_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_dtype(device: torch.device, dtype: torch.dtype | str | None) -> torch.dtype:
+    """None: float16 on CUDA, float32 on CPU and MPS. float16 on the CPU is refused (slow, and
+    several CPU kernels lack it); bfloat16 is allowed there."""
+    if isinstance(dtype, str):
+        names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+                 "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+        if dtype not in names:
+            raise ValueError(f"dtype={dtype!r} is not one of {sorted(names)}")
+        dtype = names[dtype]
+    if dtype is None:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"dtype={dtype} is not supported; use float32, float16 (CUDA/MPS) or bfloat16")
+    if dtype == torch.float16 and device.type == "cpu":
+        raise ValueError("dtype=float16 is not supported on the CPU; use float32 or bfloat16 there")
+    return dtype
+
+
+class StableDiffusion(nn.Module):
+    """One Stable Diffusion model. Its state dict holds `unet.*`, `vae.*` and `text_encoder.*`."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.variant = config.name
+        self.unet = UNet(config.unet)
+        self.vae = AutoencoderKL(config.autoencoder)
+        encoder_class = CLIPTextEncoder if config.text_encoder.kind == "clip" else OpenCLIPTextEncoder
+        self.text_encoder = encoder_class(config.text_encoder)
+        self.tokenizer = CLIPTokenizer(pad_with=config.text_encoder.pad_with,
+                                       context_length=config.text_encoder.context_length)
+        s = config.schedule
+        self.schedule = NoiseSchedule.linear(s.num_timesteps, s.linear_start, s.linear_end)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, variant: str | None = None, device: str | torch.device | None = None,
+                        dtype: torch.dtype | str | None = None, use_ema: bool = False) -> StableDiffusion:
+        """Load an original single-file checkpoint (.ckpt or .safetensors, by its bytes).
+
+        variant: "v1", "v2", "v2-v", "v2-inpainting", "v2-depth", "x4-upscaler"; None detects it
+        (a yaml beside the file, then the weights; see checkpoints_convert/detect.py).
+        """
+        device = torch.device(device) if device is not None else default_device()
+        dtype = resolve_dtype(device, dtype)
+        checkpoint = read_original(path, variant, use_ema)
+        config = checkpoint.config
+        with torch.device("meta"):
+            model = cls(config)
+        load_state(model, checkpoint.state, f"{Path(path).name} ({config.name})", assign=True)
+        model = model.to(device=device, dtype=dtype).eval()
+        if checkpoint.needs_prediction_probe:
+            is_v, score = probe_v_prediction(model.unet, config.unet.context_dim)
+            if is_v:
+                model._set_config(PRESETS["v2-v"])
+            log.info("%s: %s by the probe: mean(out - x) = %.3f at t=999 (v when < -1)",
+                     Path(path).name, model.variant, score)
+        return model
+
+    def _set_config(self, config: ModelConfig) -> None:
+        self.config, self.variant = config, config.name
+
+    def save_checkpoint(self, path: str | Path) -> Path:
+        """Write the original single-file layout: `.safetensors`, or `.ckpt` (a torch zip pickle)."""
+        state = {k: v for k, v in self.state_dict().items()}
+        return write_checkpoint(path, to_original(self.config, state))
