@@ -19,13 +19,15 @@ from safetensors.torch import load_file, save_file
 
 
 def randomise(module: torch.nn.Module, seed: int) -> None:
-    """Weights ~ N(0, 1/fan_in); norm scales ~ 1 + N(0, 0.1^2); every other vector ~ N(0, 0.1^2)."""
+    """Weights ~ N(0, 1/fan_in); norm scales ~ 1 + N(0, 0.1^2); every other vector ~ N(0, 0.1^2).
+
+    Every floating tensor of the state dict; non-persistent buffers (causal masks) are left alone."""
     generator = torch.Generator().manual_seed(seed)
     norms = (torch.nn.GroupNorm, torch.nn.LayerNorm, torch.nn.BatchNorm2d)
     norm_scales = {f"{name}.weight" if name else "weight" for name, m in module.named_modules()
                    if isinstance(m, norms)}
     with torch.no_grad():
-        for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
+        for name, tensor in module.state_dict(keep_vars=True).items():
             if not tensor.is_floating_point():
                 continue
             noise = torch.randn(tensor.shape, generator=generator, dtype=torch.float32)
@@ -71,6 +73,227 @@ def build_autoencoder(params, inputs):
 BUILDERS = {"unet": build_unet, "autoencoder": build_autoencoder}
 
 
+def import_open_clip(root: str):
+    """open_clip's real model code without its package __init__ (which imports torchvision and
+    fails beside the CPU torch wheel): a bare package object over the unpacked wheel, and a stub
+    for the one torchvision class open_clip/utils.py imports (a vision-only batch norm)."""
+    import types
+
+    import transformers  # noqa: F401 - imported before the stub exists, so it sees no torchvision
+
+    stubs = ("torchvision", "torchvision.ops", "torchvision.ops.misc")
+    for name in stubs:
+        sys.modules[name] = types.ModuleType(name)
+    sys.modules["torchvision.ops.misc"].FrozenBatchNorm2d = type("FrozenBatchNorm2d", (torch.nn.Module,), {})
+    package = types.ModuleType("open_clip")
+    package.__path__ = [f"{root}/open_clip"]
+    sys.modules["open_clip"] = package
+    try:
+        from open_clip.model import CLIP
+    finally:
+        for name in stubs:
+            del sys.modules[name]
+
+    text_cfg = json.load(open(f"{root}/open_clip/model_configs/ViT-H-14.json"))
+    # The vision tower is deleted by the original FrozenOpenCLIPEmbedder; a tiny one saves time.
+    tiny_vision = {"image_size": 28, "layers": 1, "width": 64, "head_width": 64, "patch_size": 14}
+
+    def create_model_and_transforms(arch, device=None, pretrained=None):
+        assert arch == "ViT-H-14" and pretrained is None
+        return CLIP(embed_dim=text_cfg["embed_dim"], vision_cfg=tiny_vision, text_cfg=text_cfg["text_cfg"]), None, None
+
+    package.create_model_and_transforms = create_model_and_transforms
+
+
+def build_text_encoder(kind: str, open_clip_root: str):
+    """(module whose state dict is the checkpoint's cond_stage_model.*, run(tokens) -> context)."""
+    if kind == "clip":
+        # The original FrozenCLIPEmbedder wraps transformers' CLIPTextModel (openai/clip-vit-large-patch14);
+        # the same model from its config. transformers 5 names drop the `text_model.` level that
+        # the released checkpoints carry (written by transformers 4): it is put back when saving.
+        from transformers import CLIPTextConfig, CLIPTextModel
+
+        config = CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
+                                bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
+                                attn_implementation="eager")
+        wrapper = torch.nn.Module()
+        wrapper.transformer = CLIPTextModel(config).eval()
+        return wrapper, lambda tokens: wrapper.transformer(input_ids=tokens).last_hidden_state
+    import_open_clip(open_clip_root)
+    from ldm.modules.encoders.modules import FrozenOpenCLIPEmbedder
+
+    embedder = FrozenOpenCLIPEmbedder(arch="ViT-H-14", version=None, device="cpu", layer="penultimate").eval()
+    return embedder, embedder.encode_with_transformer
+
+
+def build_checkpoint(job: dict, inputs: dict) -> dict:
+    """A whole original checkpoint of one variant, every tensor random, written in several formats.
+
+    params: {"unet": yaml unet params, "first_stage": yaml first_stage params, "text": "clip" |
+    "openclip", "upscaler": bool, "files": [{"path", "format": zip|legacy|safetensors,
+    "dtype": fp32|fp16, "ema": bool}]}. Returns the outputs of the original modules.
+    """
+    from ldm.modules.diffusionmodules.openaimodel import UNetModel
+    from ldm.modules.diffusionmodules.util import make_beta_schedule
+    from ldm.modules.ema import LitEma
+
+    params, seed = job["params"], job["seed"]
+    with torch.device("meta"):
+        unet = UNetModel(**params["unet"]).eval()
+        vae, _ = build_autoencoder(params["first_stage"], inputs)
+    for module in (unet, vae):
+        module.to_empty(device="cpu")
+    randomise(vae, seed + 1)
+    text_encoder, encode = build_text_encoder(params["text"], job["open_clip_root"])
+    randomise(text_encoder, seed + 2)
+
+    wrapper = torch.nn.Module()  # DiffusionWrapper: its UNet is `diffusion_model`
+    wrapper.diffusion_model = unet
+    # The EMA copies differ from the weights, as after training: LitEma copies one random draw of
+    # the UNet, then the UNet gets another.
+    randomise(unet, seed + 3)
+    ema = LitEma(wrapper)
+    ema.num_updates.fill_(1000)
+    randomise(unet, seed)
+    if params.get("conv_out_bias_shift"):  # a constructed case for the eps/v probe (see the test)
+        with torch.no_grad():
+            unet.out[2].bias += params["conv_out_bias_shift"]
+    # Every weight made representable in float16, so the fp16 and fp32 files hold the same numbers
+    # and both can be compared with one set of reference outputs.
+    with torch.no_grad():
+        for module in (unet, vae, text_encoder, ema):
+            for tensor in module.state_dict(keep_vars=True).values():
+                if tensor.is_floating_point():
+                    tensor.copy_(tensor.half().float())
+
+    state = {f"model.diffusion_model.{k}": v for k, v in unet.state_dict().items()}
+    state |= {f"first_stage_model.{k}": v for k, v in vae.state_dict().items()}
+    text_prefix = "cond_stage_model.transformer." if params["text"] == "clip" else "cond_stage_model.model."
+    for key, value in text_encoder.state_dict().items():
+        key = key.removeprefix("transformer.").removeprefix("model.")
+        if params["text"] == "clip":
+            key = "text_model." + key
+        state[text_prefix + key] = value
+    if params["text"] == "clip":
+        state[text_prefix + "text_model.embeddings.position_ids"] = torch.arange(77)[None]
+    state |= {f"model_ema.{k}": v for k, v in ema.state_dict().items()}
+
+    # The schedule buffers of ddpm.py's register_schedule (the class imports pytorch_lightning, so
+    # its few lines are followed here, on the original make_beta_schedule).
+    import numpy as np
+
+    betas = make_beta_schedule("linear", 1000, linear_start=params["linear_start"], linear_end=params["linear_end"])
+    alphas_cumprod = np.cumprod(1.0 - betas, axis=0)
+    previous = np.append(1.0, alphas_cumprod[:-1])
+    as_tensor = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
+    state |= {"betas": as_tensor(betas), "alphas_cumprod": as_tensor(alphas_cumprod),
+              "alphas_cumprod_prev": as_tensor(previous),
+              "sqrt_alphas_cumprod": as_tensor(np.sqrt(alphas_cumprod)),
+              "sqrt_one_minus_alphas_cumprod": as_tensor(np.sqrt(1.0 - alphas_cumprod))}
+    if params.get("upscaler"):
+        from ldm.modules.diffusionmodules.upscaling import ImageConcatWithNoiseAugmentation
+
+        low_scale = ImageConcatWithNoiseAugmentation({"linear_start": 0.0001, "linear_end": 0.02}, max_noise_level=350)
+        state |= {f"low_scale_model.{k}": v for k, v in low_scale.state_dict().items()}
+
+    with torch.no_grad():
+        y = inputs.get("y")
+        outputs = {
+            "unet": unet(inputs["x"], inputs["t"], context=inputs["context"], y=y),
+            "decoded": vae.decoder(vae.post_quant_conv(inputs["z"])),
+            "text": encode(inputs["tokens"]),
+        }
+        # The UNet with its EMA weights, without touching its own (which `state` shares).
+        shadows = ema.state_dict()
+        ema_weights = {name.removeprefix("diffusion_model."): shadows[shadow] for name, shadow in ema.m_name2s_name.items()}
+        outputs["unet_ema"] = torch.func.functional_call(
+            unet, ema_weights, (inputs["x"], inputs["t"]), {"context": inputs["context"], "y": y})
+
+    for spec in params["files"]:
+        tensors = {k: v.contiguous() for k, v in state.items()}
+        if spec["dtype"] == "fp16":
+            tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+        if not spec["ema"]:
+            tensors = {k: v for k, v in tensors.items() if not k.startswith("model_ema.")}
+        if spec["format"] == "safetensors":
+            save_file(tensors, spec["path"])
+        else:
+            checkpoint = {"epoch": 1, "global_step": 1000, "pytorch-lightning_version": "1.4.2", "state_dict": tensors}
+            torch.save(checkpoint, spec["path"], _use_new_zipfile_serialization=spec["format"] == "zip")
+    return outputs
+
+
+def import_latent_diffusion():
+    """The original LatentDiffusion (ddpm.py). It subclasses pytorch_lightning.LightningModule and
+    imports torchvision's make_grid for logging; neither is installed, neither takes part in
+    inference: stand-ins (a LightningModule that is a plain nn.Module) are put in their place."""
+    import types
+
+    class LightningModule(torch.nn.Module):
+        device = torch.device("cpu")  # what pytorch_lightning's property reports for a CPU module
+
+    lightning = types.ModuleType("pytorch_lightning")
+    lightning.LightningModule = LightningModule
+    distributed = types.ModuleType("pytorch_lightning.utilities.distributed")
+    distributed.rank_zero_only = lambda function: function
+    vision_utils = types.ModuleType("torchvision.utils")
+    vision_utils.make_grid = None
+    sys.modules.update({"pytorch_lightning": lightning, "pytorch_lightning.utilities": types.ModuleType("x"),
+                        "pytorch_lightning.utilities.distributed": distributed,
+                        "torchvision": types.ModuleType("torchvision"), "torchvision.utils": vision_utils})
+    from ldm.models.diffusion.ddpm import LatentDiffusion
+
+    return LatentDiffusion
+
+
+def run_sampling(job: dict, inputs: dict) -> dict:
+    """The original samplers (DDIMSampler, PLMSSampler, img2img's stochastic_encode + decode) on
+    the original LatentDiffusion with a small random UNet, identity conditioning (the context is
+    given directly) and the real schedule buffers. Returns the UNet's state dict and the samples."""
+    LatentDiffusion = import_latent_diffusion()
+    from ldm.models.diffusion.ddim import DDIMSampler
+    from ldm.models.diffusion.plms import PLMSSampler
+
+    params = job["params"]
+    outputs = {}
+    for parameterization in sorted({case["parameterization"] for case in params["cases"]}):
+        model = LatentDiffusion(
+            first_stage_config={"target": "ldm.models.autoencoder.AutoencoderKL",
+                                "params": {"embed_dim": 4, "ddconfig": params["ddconfig"],
+                                           "lossconfig": {"target": "torch.nn.Identity"}}},
+            cond_stage_config={"target": "torch.nn.Identity"},
+            unet_config={"target": "ldm.modules.diffusionmodules.openaimodel.UNetModel", "params": params["unet"]},
+            linear_start=0.00085, linear_end=0.012, timesteps=1000, parameterization=parameterization,
+            conditioning_key="crossattn", cond_stage_key="txt", first_stage_key="jpg", image_size=8, channels=4,
+            scale_factor=0.18215, use_ema=False,
+        ).eval()
+        randomise(model.model, job["seed"])
+        for key, value in model.model.diffusion_model.state_dict().items():
+            outputs[f"{parameterization}/unet/{key}"] = value
+        for case in params["cases"]:
+            if case["parameterization"] != parameterization:
+                continue
+            sampler = (PLMSSampler if case["sampler"] == "plms" else DDIMSampler)(model)
+            uncond = inputs["uncond"] if case["scale"] != 1.0 else None
+            torch.manual_seed(case["seed"])
+            with torch.no_grad():
+                if case["sampler"] == "img2img":
+                    sampler.make_schedule(ddim_num_steps=case["steps"], ddim_eta=case["eta"], verbose=False)
+                    batch = inputs["x0"].shape[0]
+                    z = sampler.stochastic_encode(inputs["x0"], torch.tensor([case["t_enc"]] * batch))
+                    sample = sampler.decode(z, inputs["cond"], case["t_enc"], unconditional_guidance_scale=case["scale"],
+                                            unconditional_conditioning=uncond)
+                else:
+                    sample, intermediates = sampler.sample(
+                        S=case["steps"], batch_size=inputs["x_T"].shape[0], shape=tuple(inputs["x_T"].shape[1:]),
+                        conditioning=inputs["cond"], eta=case["eta"], x_T=inputs["x_T"], verbose=False,
+                        unconditional_guidance_scale=case["scale"], unconditional_conditioning=uncond, log_every_t=1)
+                    outputs[f"{case['name']}/pred_x0_first"] = intermediates["pred_x0"][1]
+            outputs[f"{case['name']}/sample"] = sample
+    return outputs
+
+
 def main(job_path: str) -> None:
     import ldm
 
@@ -79,6 +302,12 @@ def main(job_path: str) -> None:
         raise SystemExit(f"imported the wrong `ldm` ({ldm.__file__}); expected the original under {job['original_root']}")
     torch.set_num_threads(job.get("threads", torch.get_num_threads()))
     inputs = load_file(job["inputs"])
+    if job["component"] == "sampling":
+        save_file({k: v.contiguous() for k, v in run_sampling(job, inputs).items()}, job["outputs"])
+        return
+    if job["component"] == "checkpoint":
+        save_file({k: v.contiguous() for k, v in build_checkpoint(job, inputs).items()}, job["outputs"])
+        return
     # Built on the meta device (no memory, no init), then given storage and random values: the
     # original's own initialisation would be overwritten anyway.
     with torch.device("meta"):

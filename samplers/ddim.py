@@ -1,0 +1,89 @@
+"""DDIM sampling (Song, Meng & Ermon 2021), the loop of the original DDIMSampler written out.
+
+One step from x_t to x_{t_prev} (DDIM eq. 12), with a = alpha_bar_t, a' = alpha_bar_{t_prev}:
+
+    x0^    = (x_t - sqrt(1 - a) eps) / sqrt(a)                 "predicted x0"
+    x_prev = sqrt(a') x0^ + sqrt(1 - a' - sigma^2) eps + sigma z,   z ~ N(0, I)
+
+eta = 0 (sigma = 0) is the deterministic DDIM; eta = 1 recovers DDPM's ancestral variance.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from .prediction import eps_from_v, x0_from_v
+from .schedule import DDIMCoefficients, NoiseSchedule
+
+# model(x_t [B, C, H, W], t [B] long) -> eps or v; callback(i, t, x_prev, pred_x0) after each step
+Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Callback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
+
+
+def eps_and_x0(model_output: torch.Tensor, x: torch.Tensor, t: torch.Tensor, a_t: torch.Tensor,
+               schedule: NoiseSchedule, prediction: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(eps, predicted x0) from the network's output, for an eps- or v-model, as the original computes them."""
+    if prediction == "v":
+        return eps_from_v(schedule, x, t, model_output), x0_from_v(schedule, x, t, model_output)
+    eps = model_output
+    return eps, (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+
+
+def ddim_update(pred_x0: torch.Tensor, eps: torch.Tensor, a_prev: torch.Tensor, sigma: torch.Tensor,
+                noise: torch.Tensor | None) -> torch.Tensor:
+    """DDIM eq. 12: x_prev = sqrt(a') x0^ + sqrt(1 - a' - sigma^2) eps + sigma z."""
+    x_prev = a_prev.sqrt() * pred_x0 + (1.0 - a_prev - sigma**2).sqrt() * eps
+    return x_prev if noise is None else x_prev + sigma * noise
+
+
+def step_scalars(coefficients: DDIMCoefficients, index: int, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """a_t, a_prev, sigma_t of step `index` as [1, 1, 1, 1] float32 tensors on x's device (as the original)."""
+    return tuple(v[index].view(1, 1, 1, 1).to(x.device) for v in
+                 (coefficients.alphas, coefficients.alphas_prev, coefficients.sigmas))
+
+
+@torch.no_grad()
+def sample_ddim(model: Model, x_T: torch.Tensor, schedule: NoiseSchedule, steps: int, eta: float = 0.0,
+                prediction: str = "eps", first_index: int | None = None, generator: torch.Generator | None = None,
+                callback: Callback | None = None, progress: bool = True) -> torch.Tensor:
+    """Run DDIM from x_T down to x_0. -> the final latent [B, C, H, W], in x_T's (scaled) space.
+
+    first_index: start at DDIM step `first_index - 1` instead of the last (img2img's t_enc).
+    generator: draws the eta > 0 noise, one N(0, I) per step, on the CPU (same on every device).
+    """
+    coefficients = DDIMCoefficients.make(schedule, steps, eta)
+    count = steps if first_index is None else first_index
+    x = x_T
+    batch = x.shape[0]
+    for i, index in enumerate(tqdm(reversed(range(count)), total=count, desc="DDIM", disable=not progress)):
+        t = int(coefficients.timesteps[index])
+        t_batch = torch.full((batch,), t, device=x.device, dtype=torch.long)
+        a_t, a_prev, sigma = step_scalars(coefficients, index, x)
+        eps, pred_x0 = eps_and_x0(model(x, t_batch), x, t_batch, a_t, schedule, prediction)
+        noise = None
+        if eta > 0:
+            noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        x = ddim_update(pred_x0, eps, a_prev, sigma, noise)
+        if callback is not None:
+            callback(i, t, x, pred_x0)
+    return x
+
+
+def noise_to_step(x0: torch.Tensor, noise: torch.Tensor, schedule: NoiseSchedule, steps: int, t_enc: int) -> torch.Tensor:
+    """img2img's starting point (the original's `stochastic_encode`): x0 noised to DDIM step t_enc,
+
+        z = sqrt(a) x0 + sqrt(1 - a) noise,   a = alpha_bar at DDIM step index t_enc,
+
+    after which `sample_ddim(first_index=t_enc)` denoises from step index t_enc - 1. The original
+    noises one DDIM step further than where it starts denoising; reproduced deliberately. With
+    t_enc == steps (strength 1.0) there is no step t_enc, and the original fails with an index
+    error; here the start is pure noise, and the whole schedule runs, as txt2img from that noise.
+    """
+    if t_enc == steps:
+        return noise
+    a = DDIMCoefficients.make(schedule, steps, eta=0.0).alphas[t_enc].to(x0.device)
+    # The original takes sqrt(a) in float32 and sqrt(1 - a) through numpy float32.
+    return a.sqrt().to(x0.dtype) * x0 + (1 - a).sqrt().to(x0.dtype) * noise

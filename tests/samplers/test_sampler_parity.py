@@ -1,0 +1,96 @@
+"""DDIM, PLMS, classifier-free guidance and img2img's start, against the ORIGINAL samplers.
+
+The reference runs the original DDIMSampler / PLMSSampler on the original LatentDiffusion (its
+real schedule buffers, apply_model, v-conversions) with a small random UNet; ours runs our
+samplers over our UNet with the same weights. Same x_T, same conditioning, same seeds. The
+sampler math is what is compared, so a small UNet is enough (the UNet itself is compared at full
+size in tests/ldm/test_unet.py).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from checkpoints_convert.keymap.unet import original_to_ours
+from checkpoints_convert.remap import load_state, rename_keys
+from ldm.config import UNetConfig
+from ldm.modules.unet import UNet
+from samplers import NoiseSchedule, guided, sample_ddim, sample_plms
+from samplers.ddim import noise_to_step
+from tests.reference.original_ldm import relative_error, run_original
+from tests.reference.parity_record import record_parity
+
+TOLERANCE = 1e-5
+SMALL_UNET_ORIGINAL = dict(image_size=8, in_channels=4, out_channels=4, model_channels=32, attention_resolutions=[2],
+                           num_res_blocks=1, channel_mult=[1, 2], num_heads=2, use_spatial_transformer=True,
+                           transformer_depth=1, context_dim=32, legacy=False)
+SMALL_UNET = UNetConfig(model_channels=32, channel_mult=(1, 2), attention_resolutions=(2,), num_res_blocks=1,
+                        num_heads=2, context_dim=32)
+TINY_VAE = dict(double_z=True, z_channels=4, resolution=32, in_channels=3, out_ch=3, ch=32, ch_mult=[1, 2],
+                num_res_blocks=1, attn_resolutions=[], dropout=0.0)
+CASES = [
+    dict(name="ddim-eps-50-cfg7.5", sampler="ddim", parameterization="eps", steps=50, eta=0.0, scale=7.5, seed=0),
+    dict(name="ddim-eps-20-eta1-cfg7.5", sampler="ddim", parameterization="eps", steps=20, eta=1.0, scale=7.5, seed=3),
+    dict(name="ddim-eps-10-eta0.5-nocfg", sampler="ddim", parameterization="eps", steps=10, eta=0.5, scale=1.0, seed=4),
+    dict(name="ddim-v-50-cfg9", sampler="ddim", parameterization="v", steps=50, eta=0.0, scale=9.0, seed=0),
+    dict(name="plms-eps-50-cfg7.5", sampler="plms", parameterization="eps", steps=50, eta=0.0, scale=7.5, seed=0),
+    dict(name="plms-eps-4-cfg5", sampler="plms", parameterization="eps", steps=4, eta=0.0, scale=5.0, seed=0),
+    dict(name="img2img-eps-50-s0.75", sampler="img2img", parameterization="eps", steps=50, eta=0.0, scale=5.0,
+         t_enc=37, seed=7),
+    dict(name="img2img-v-20-s0.5-eta1", sampler="img2img", parameterization="v", steps=20, eta=1.0, scale=5.0,
+         t_enc=10, seed=8),
+]
+
+
+@pytest.fixture(scope="module")
+def reference():
+    g = torch.Generator().manual_seed(0)
+    inputs = {"x_T": torch.randn(2, 4, 8, 8, generator=g), "cond": torch.randn(2, 5, 32, generator=g),
+              "uncond": torch.randn(2, 5, 32, generator=g), "x0": torch.randn(2, 4, 8, 8, generator=g)}
+    params = {"unet": SMALL_UNET_ORIGINAL, "ddconfig": TINY_VAE, "cases": CASES}
+    _, outputs = run_original("sampling", params, inputs, seed=2)
+    unets = {}
+    for parameterization in ("eps", "v"):
+        prefix = f"{parameterization}/unet/"
+        state = {k[len(prefix):]: v for k, v in outputs.items() if k.startswith(prefix)}
+        unet = UNet(SMALL_UNET).eval()
+        load_state(unet, rename_keys(state, original_to_ours(SMALL_UNET), "unet"), "unet")
+        unets[parameterization] = unet
+    return inputs, outputs, unets
+
+
+def run_ours(case: dict, inputs: dict, unet: UNet, callback=None) -> torch.Tensor:
+    schedule = NoiseSchedule.linear()
+    uncond = inputs["uncond"] if case["scale"] != 1.0 else None
+    model = guided(unet, inputs["cond"], uncond, case["scale"])
+    generator = torch.Generator().manual_seed(case["seed"])
+    if case["sampler"] == "plms":
+        return sample_plms(model, inputs["x_T"], schedule, case["steps"], case["parameterization"],
+                           callback=callback, progress=False)
+    if case["sampler"] == "img2img":
+        noise = torch.randn(inputs["x0"].shape, generator=generator)
+        start = noise_to_step(inputs["x0"], noise, schedule, case["steps"], case["t_enc"])
+        return sample_ddim(model, start, schedule, case["steps"], case["eta"], case["parameterization"],
+                           first_index=case["t_enc"], generator=generator, progress=False)
+    return sample_ddim(model, inputs["x_T"], schedule, case["steps"], case["eta"], case["parameterization"],
+                       generator=generator, callback=callback, progress=False)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_sampler_matches_the_original(reference, case):
+    inputs, outputs, unets = reference
+    expected = outputs[f"{case['name']}/sample"]
+    assert expected.std() > 0.1 and not torch.allclose(expected, inputs["x_T"])
+    seen = []
+    ours = run_ours(case, inputs, unets[case["parameterization"]],
+                    callback=lambda i, t, x, pred_x0: seen.append((i, t, pred_x0)))
+    error = relative_error(ours, expected)
+    print(f"{case['name']}: relative error {error:.2e}")
+    record_parity("sampler", case["name"], "latent 8x8, batch 2, small UNet", "final latent", "original "
+                  + ("PLMSSampler" if case["sampler"] == "plms" else "DDIMSampler"), error, TOLERANCE)
+    assert error <= TOLERANCE
+    if case["sampler"] != "img2img":  # the callback sees every step, starting at the highest timestep
+        assert [s[0] for s in seen] == list(range(case["steps"]))
+        assert seen[0][1] == 1000 // case["steps"] * (case["steps"] - 1) + 1
+        assert relative_error(seen[0][2], outputs[f"{case['name']}/pred_x0_first"]) <= TOLERANCE
