@@ -23,6 +23,7 @@ from checkpoints_convert.save import to_original, write_checkpoint
 from samplers.schedule import NoiseSchedule
 from tokenizer import CLIPTokenizer
 
+from . import generate
 from .config import PRESETS, ModelConfig
 from .modules.autoencoder import AutoencoderKL
 from .modules.clip_text import CLIPTextEncoder
@@ -105,6 +106,20 @@ class StableDiffusion(nn.Module):
             log.info("%s: %s by the probe: mean(out - x) = %.3f at t=999 (v when < -1)",
                      Path(path).name, model.variant, score)
         return model
+
+    def txt2img(self, prompt, negative_prompt="", steps=50, sampler="ddim", guidance_scale=7.5, eta=0.0,
+                height=None, width=None, seed=None, n=1, x_T=None, output="pil", callback=None, progress=True):
+        """Text to image. -> list of PIL images | images [n, 3, H, W] in [0, 1] ("tensor") | the
+        final latent in x_T's scaled space ("latent"). See ldm/generate.py for every step."""
+        return generate.txt2img(self, prompt, negative_prompt, steps, sampler, guidance_scale, eta, height, width,
+                                seed, n, x_T, output, callback, progress)
+
+    def img2img(self, image, prompt, strength=0.75, negative_prompt="", steps=50, sampler="ddim", guidance_scale=7.5,
+                eta=0.0, seed=None, n=1, output="pil", callback=None, progress=True):
+        """Image (PIL, or [B, 3, H, W] in [-1, 1]) to image, SDEdit-style with DDIM: strength 0 gives
+        the VAE round trip of the input, 1 starts from pure noise."""
+        return generate.img2img(self, image, prompt, strength, negative_prompt, steps, sampler, guidance_scale, eta,
+                                seed, n, output, callback, progress)
 
     def _set_config(self, config: ModelConfig) -> None:
         self.config, self.variant = config, config.name

@@ -47,12 +47,14 @@ def step_scalars(coefficients: DDIMCoefficients, index: int, x: torch.Tensor) ->
 
 @torch.no_grad()
 def sample_ddim(model: Model, x_T: torch.Tensor, schedule: NoiseSchedule, steps: int, eta: float = 0.0,
-                prediction: str = "eps", first_index: int | None = None, generator: torch.Generator | None = None,
+                prediction: str = "eps", first_index: int | None = None,
+                generator: torch.Generator | list[torch.Generator] | None = None,
                 callback: Callback | None = None, progress: bool = True) -> torch.Tensor:
     """Run DDIM from x_T down to x_0. -> the final latent [B, C, H, W], in x_T's (scaled) space.
 
     first_index: start at DDIM step `first_index - 1` instead of the last (img2img's t_enc).
-    generator: draws the eta > 0 noise, one N(0, I) per step, on the CPU (same on every device).
+    generator: draws the eta > 0 noise, one N(0, I) per step, on the CPU (same on every device);
+        a list gives each batch element its own generator (so an image does not depend on its batch).
     """
     coefficients = DDIMCoefficients.make(schedule, steps, eta)
     count = steps if first_index is None else first_index
@@ -64,8 +66,10 @@ def sample_ddim(model: Model, x_T: torch.Tensor, schedule: NoiseSchedule, steps:
         a_t, a_prev, sigma = step_scalars(coefficients, index, x)
         eps, pred_x0 = eps_and_x0(model(x, t_batch), x, t_batch, a_t, schedule, prediction)
         noise = None
-        if eta > 0:
-            noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        if eta > 0 and isinstance(generator, list):
+            noise = torch.stack([torch.randn(x.shape[1:], generator=g) for g in generator]).to(x)
+        elif eta > 0:
+            noise = torch.randn(x.shape, generator=generator).to(x)
         x = ddim_update(pred_x0, eps, a_prev, sigma, noise)
         if callback is not None:
             callback(i, t, x, pred_x0)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .wheels import OPEN_CLIP, SD_ORIGINAL, unpacked_wheel
+from .wheels import OPEN_CLIP_FOR_SD, SD_ORIGINAL, unpacked_wheel
 
 RUNNER = Path(__file__).with_name("run_original.py")
 
@@ -37,7 +37,7 @@ def run_original(component: str, params: dict, inputs: dict[str, torch.Tensor], 
             "component": component, "params": params, "seed": seed, "original_root": str(root),
             "inputs": str(tmp / "inputs.safetensors"), "outputs": str(tmp / "outputs.safetensors"),
             "state_dict": str(tmp / "state.safetensors"), "threads": torch.get_num_threads(),
-            "open_clip_root": str(unpacked_wheel(*OPEN_CLIP)),
+            "open_clip_root": str(unpacked_wheel(*OPEN_CLIP_FOR_SD)),
         }
         (tmp / "job.json").write_text(json.dumps(job))
         env = {**os.environ, "PYTHONPATH": str(root)}

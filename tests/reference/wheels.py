@@ -15,6 +15,10 @@ from pathlib import Path
 
 # The ground truths, pinned so that a test's meaning cannot drift with a new release.
 OPEN_CLIP = ("open_clip_torch", "3.3.0")  # ships the original CLIP SimpleTokenizer + BPE merges
+# The open_clip the original SD v2 code was written against (Stability's environment pins 2.0.2):
+# its text transformer runs sequence-first, as FrozenOpenCLIPEmbedder's permutes expect; 3.x
+# switched to batch-first and no longer runs under the original wrapper.
+OPEN_CLIP_FOR_SD = ("open_clip_torch", "2.0.2")
 SD_ORIGINAL = ("stable-diffusion-sdkit", "2.1.5")  # the Stability/CompVis `ldm` package
 
 
