@@ -1,0 +1,340 @@
+"""Our weights <-> the diffusers folder layout, both ways, every stored tensor bit for bit.
+
+    to_diffusers(sd, "out/")             # StableDiffusion -> a folder StableDiffusionPipeline loads
+    sd = from_diffusers("out/")          # such a folder -> StableDiffusion (variant from its configs)
+    convert("v1-5.safetensors", "out/")  # original file -> folder; to="original" for the way back
+
+A diffusers pipeline folder holds one subfolder per component, each with its config.json:
+
+| folder | what | written from |
+| --- | --- | --- |
+| `unet/` | UNet2DConditionModel: config.json, diffusion_pytorch_model.safetensors | keymap/diffusers_unet.py |
+| `vae/` | AutoencoderKL: the same two files | keymap/diffusers_autoencoder.py |
+| `text_encoder/` | transformers' CLIPTextModel: config.json, model.safetensors | keymap/diffusers_text.py |
+| `tokenizer/` | CLIP BPE: vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json | tokenizer/ |
+| `scheduler/` | scheduler_config.json: the original's training schedule | the variant's ScheduleConfig |
+| `model_index.json` | which class each folder holds | the variant |
+
+The tensor names and the few changes of shape are tables (the keymap/diffusers_*.py files); this
+file moves folders and configs. Reading back, the variant comes from the configs (or variant=,
+which wins): cross_attention_dim 768 is v1, 1024 the v2 family, told apart by the UNet's input
+channels (9 inpainting, 5 depth) and, for 4 channels, by the scheduler's prediction_type (v2 / v2-v).
+The x4 upscaler has a pipeline of its own in diffusers (a second scheduler, a low-resolution
+image input), which this module does not write or read: it is refused both ways.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from ldm.config import PRESETS, ModelConfig
+from ldm.pipeline import StableDiffusion
+from tokenizer.bpe import load_merges
+from tokenizer.clip_tokenizer import _vocabulary
+
+from .detect import BY_IN_CHANNELS, VariantError
+from .keymap import diffusers_autoencoder, diffusers_text, diffusers_unet
+from .keymap.diffusers_component import ComponentMap
+from .read import read_checkpoint
+from .remap import load_state
+
+log = logging.getLogger("ldm")
+
+DIFFUSERS_VERSION = "0.42.1"  # the diffusers version these files were checked against (tests load them)
+# component -> (weights file name without extension, config file name)
+FILES = {
+    "unet": ("diffusion_pytorch_model", "config.json"),
+    "vae": ("diffusion_pytorch_model", "config.json"),
+    "text_encoder": ("model", "config.json"),
+    "scheduler": (None, "scheduler_config.json"),
+}
+PIPELINES = {
+    "v1": "StableDiffusionPipeline", "v2": "StableDiffusionPipeline", "v2-v": "StableDiffusionPipeline",
+    "v2-inpainting": "StableDiffusionInpaintPipeline",
+    # diffusers' depth pipeline also wants its MiDaS depth_estimator, which our model does not hold:
+    # pass one to from_pretrained.
+    "v2-depth": "StableDiffusionDepth2ImgPipeline",
+}
+UPSCALER_REFUSED = ("the x4 upscaler is not supported: diffusers runs it with StableDiffusionUpscalePipeline "
+                    "(a low-resolution image input and a second noise scheduler), a different folder layout")
+# The CLIP tokenizer's special tokens as the original CLIP and HF name them.
+START_OF_TEXT, END_OF_TEXT = "<|startoftext|>", "<|endoftext|>"
+
+
+# -- what each file holds --------------------------------------------------------------------------
+
+def component_maps(config: ModelConfig) -> dict[str, ComponentMap]:
+    """component -> its table (our names without the `unet.` / `vae.` / `text_encoder.` prefix)."""
+    return {
+        "unet": diffusers_unet.ours_to_diffusers(config.unet),
+        "vae": diffusers_autoencoder.ours_to_diffusers(config.autoencoder),
+        "text_encoder": diffusers_text.ours_to_diffusers(config.text_encoder),
+    }
+
+
+def scheduler_config(config: ModelConfig) -> dict:
+    """The training schedule in diffusers' words: its "scaled_linear" is the original's "linear"
+    (betas = linspace(sqrt(b0), sqrt(b1), T)**2). steps_offset 1 puts the sampling timesteps where
+    the original DDIM/PLMS put them (its `+ 1`); no clipping of x0, and the last step's alpha_prev
+    is alphas_cumprod[0], as the original. v1 gets PNDM (the original v1 script's default, PLMS),
+    v2 DDIM (the original v2 script's default), as diffusers' own SD folders."""
+    s = config.schedule
+    common = {
+        "num_train_timesteps": s.num_timesteps, "beta_start": s.linear_start, "beta_end": s.linear_end,
+        "beta_schedule": "scaled_linear", "trained_betas": None,
+        "prediction_type": "v_prediction" if config.prediction == "v" else "epsilon",
+        "steps_offset": 1, "set_alpha_to_one": False, "timestep_spacing": "leading",
+    }
+    if config.text_encoder.kind == "clip":
+        return {"_class_name": "PNDMScheduler", "_diffusers_version": DIFFUSERS_VERSION, **common,
+                "skip_prk_steps": True}
+    return {"_class_name": "DDIMScheduler", "_diffusers_version": DIFFUSERS_VERSION, **common, "clip_sample": False}
+
+
+def model_index(config: ModelConfig) -> dict:
+    pipeline = PIPELINES[config.name]
+    index = {
+        "_class_name": pipeline, "_diffusers_version": DIFFUSERS_VERSION,
+        "scheduler": ["diffusers", scheduler_config(config)["_class_name"]],
+        "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+        "feature_extractor": [None, None],
+    }
+    if pipeline == "StableDiffusionDepth2ImgPipeline":
+        return index | {"depth_estimator": [None, None]}
+    return index | {"safety_checker": [None, None], "requires_safety_checker": False}
+
+
+def tokenizer_files(config: ModelConfig) -> dict[str, str]:
+    """file name -> text: the files of HF's openai/clip-vit-large-patch14 tokenizer, made from our
+    BPE data. v1 pads with end-of-text (49407); v2 pads with "!", id 0, as open_clip (and diffusers'
+    stabilityai/stable-diffusion-2 folders)."""
+    merges = load_merges()
+    vocabulary = _vocabulary(merges)[:-2] + [START_OF_TEXT, END_OF_TEXT]  # ids 49406, 49407
+    pad = END_OF_TEXT if config.text_encoder.pad_with == "eot" else vocabulary[0]
+
+    def special(content: str) -> dict:
+        return {"content": content, "single_word": False, "lstrip": False, "rstrip": False, "normalized": True}
+
+    special_tokens = {"bos_token": special(START_OF_TEXT), "eos_token": special(END_OF_TEXT),
+                      "unk_token": special(END_OF_TEXT), "pad_token": pad}
+    tokenizer_config = {
+        "tokenizer_class": "CLIPTokenizer", "model_max_length": config.text_encoder.context_length,
+        "do_lower_case": True, "errors": "replace", "add_prefix_space": False,
+        **{name: ({**value, "__type": "AddedToken"} if isinstance(value, dict) else value)
+           for name, value in special_tokens.items()},
+    }
+    return {
+        "vocab.json": json.dumps({symbol: i for i, symbol in enumerate(vocabulary)}, ensure_ascii=False),
+        "merges.txt": "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges),
+        "tokenizer_config.json": _json(tokenizer_config),
+        "special_tokens_map.json": _json(special_tokens),
+    }
+
+
+def component_configs(config: ModelConfig, dtype: torch.dtype) -> dict[str, dict]:
+    """component -> the config file diffusers (or transformers) builds it from."""
+    latent_size = config.image_size // config.autoencoder.downsampling_factor
+    pad_id = 49407 if config.text_encoder.pad_with == "eot" else 0
+    return {
+        "unet": {**diffusers_unet.unet_config(config.unet, latent_size), "_diffusers_version": DIFFUSERS_VERSION},
+        "vae": {**diffusers_autoencoder.vae_config(config.autoencoder, config.scale_factor, config.image_size),
+                "_diffusers_version": DIFFUSERS_VERSION},
+        "text_encoder": diffusers_text.text_encoder_config(config.text_encoder, pad_id, dtype),
+        "scheduler": scheduler_config(config),
+    }
+
+
+def _json(value: dict) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+
+
+# -- writing ---------------------------------------------------------------------------------------
+
+def check_output_folder(folder: str | Path) -> Path:
+    """A folder to write: absent or empty (nothing is ever overwritten), its parent present."""
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise FileExistsError(f"{folder} exists and is not an empty folder; choose another (nothing is overwritten)")
+    if not folder.parent.is_dir():
+        raise FileNotFoundError(f"{folder.parent} is not a folder")
+    return folder
+
+
+def to_diffusers(sd: StableDiffusion, folder: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Write `sd` as a diffusers pipeline folder. dtype: the stored float type (None: the model's).
+
+    The folder is written under a temporary name beside it and renamed when complete, so a failure
+    leaves no half-written folder behind."""
+    config = sd.config
+    if config.name == "x4-upscaler":
+        raise VariantError(f"cannot write {folder}: {UPSCALER_REFUSED}")
+    folder = check_output_folder(folder)
+    dtype = dtype or sd.dtype
+    partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
+    try:
+        for component, table in component_maps(config).items():
+            tensors = table.to_diffusers(getattr(sd, component).state_dict(), f"{config.name} {component}", dtype)
+            (partial / component).mkdir()
+            save_file({k: v.cpu() for k, v in tensors.items()},
+                      str(partial / component / f"{FILES[component][0]}.safetensors"), metadata={"format": "pt"})
+            del tensors
+        for component, values in component_configs(config, dtype).items():
+            (partial / component).mkdir(exist_ok=True)
+            (partial / component / FILES[component][1]).write_text(_json(values))
+        (partial / "tokenizer").mkdir()
+        for name, text in tokenizer_files(config).items():
+            (partial / "tokenizer" / name).write_text(text, encoding="utf-8")
+        (partial / "model_index.json").write_text(_json(model_index(config)))
+        if folder.exists():
+            folder.rmdir()  # empty, checked above
+        os.rename(partial, folder)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    log.info("wrote %s (%s, %s)", folder, config.name, dtype)
+    return folder
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+def read_json(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing ({what}); a diffusers pipeline folder has unet/, vae/, "
+                                "text_encoder/, scheduler/ and model_index.json")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+
+
+def weights_path(component_folder: Path, stem: str) -> list[Path]:
+    """The weight files of one component: safetensors preferred; fp16 variants; sharded indexes."""
+    for name in (f"{stem}.safetensors", f"{stem}.fp16.safetensors", f"{stem}.bin", f"{stem}.fp16.bin"):
+        if (component_folder / name).is_file():
+            return [component_folder / name]
+        index = component_folder / f"{name}.index.json"
+        if index.is_file():
+            shards = sorted(set(read_json(index, "a sharded weights index")["weight_map"].values()))
+            return [component_folder / shard for shard in shards]
+    present = sorted(p.name for p in component_folder.iterdir())
+    raise FileNotFoundError(f"{component_folder}: no weights ({stem}.safetensors or {stem}.bin); found {present}")
+
+
+def variant_from_configs(unet: dict, scheduler: dict, where: Path) -> tuple[str, str]:
+    """(variant, why) from unet/config.json and scheduler/scheduler_config.json."""
+    context_dim = unet.get("cross_attention_dim", 1280)
+    in_channels = unet.get("in_channels", 4)
+    prediction = scheduler.get("prediction_type", "epsilon")
+    reason = f"cross_attention_dim {context_dim}, in_channels {in_channels}, prediction_type {prediction}"
+    if unet.get("num_class_embeds") is not None:
+        raise VariantError(f"{where}: {UPSCALER_REFUSED}")
+    if context_dim not in (768, 1024):
+        raise VariantError(f"{where / 'unet' / 'config.json'}: cross_attention_dim={context_dim} is no Stable "
+                           "Diffusion 1.x/2.x model (768: v1, 1024: the v2 family)")
+    if prediction not in ("epsilon", "v_prediction"):
+        raise VariantError(f"{where / 'scheduler' / 'scheduler_config.json'}: prediction_type={prediction!r}; "
+                           "Stable Diffusion predicts 'epsilon' or 'v_prediction'")
+    if context_dim == 768 and in_channels == 4:
+        variant = "v1"
+    elif context_dim == 1024 and in_channels in BY_IN_CHANNELS:
+        variant = BY_IN_CHANNELS[in_channels]  # the v2 family by the UNet's input channels
+        variant = "v2-v" if variant == "v2" and prediction == "v_prediction" else variant
+    else:
+        raise VariantError(f"{where}: no Stable Diffusion variant has {reason}; pass variant= explicitly")
+    if variant == "x4-upscaler":
+        raise VariantError(f"{where}: {UPSCALER_REFUSED}")
+    if (prediction == "v_prediction") != (PRESETS[variant].prediction == "v"):
+        raise VariantError(f"{where}: the {variant} variant does not predict {prediction} ({reason}); "
+                           "pass variant= explicitly")
+    return variant, reason
+
+
+# Each component's config.json is checked field by field against the variant's (keymap.normalised).
+CHECKED_CONFIGS = {"unet": diffusers_unet, "vae": diffusers_autoencoder, "text_encoder": diffusers_text}
+SCHEDULE_FIELDS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule")
+
+
+def check_config(path: Path, found: dict, expected: dict, variant: str) -> None:
+    """Every checked field of a folder's config equals the variant's (defaults filled on both sides)."""
+    wrong = [f"{k}: the folder has {found[k]!r}, {variant} needs {expected[k]!r}"
+             for k in expected if found[k] != expected[k]]
+    if wrong:
+        raise ValueError(f"{path}: does not describe the {variant} variant: " + "; ".join(wrong))
+
+
+def from_diffusers(folder: str | Path, variant: str | None = None,
+                   dtype: torch.dtype = torch.float32) -> StableDiffusion:
+    """Read a diffusers pipeline folder into a StableDiffusion on the CPU (in `dtype`).
+
+    The folder's `tokenizer/` is not read: ours is built in and pads as the variant's original did.
+    The scheduler config tells eps from v; the schedule itself is the variant's (ours recomputes it)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: not a folder (a diffusers pipeline folder is expected)")
+    if variant is not None and variant not in PRESETS:
+        raise ValueError(f"variant={variant!r} is not known; use one of {sorted(PRESETS)}")
+    index = read_json(folder / "model_index.json", "the pipeline's index")
+    if index.get("_class_name") == "StableDiffusionUpscalePipeline" or variant == "x4-upscaler":
+        raise VariantError(f"{folder}: {UPSCALER_REFUSED}")
+    found = {c: read_json(folder / c / name, f"the {c} component") for c, (_, name) in FILES.items()}
+
+    if variant is None:
+        variant, reason = variant_from_configs(found["unet"], found["scheduler"], folder)
+    else:
+        reason = f"explicit variant={variant!r}"
+    config = PRESETS[variant]
+    log.info("%s: variant %s (%s)", folder, variant, reason)
+    expected = component_configs(config, dtype)
+    for component, keymap in CHECKED_CONFIGS.items():
+        check_config(folder / component / FILES[component][1], keymap.normalised(found[component]),
+                     keymap.normalised(expected[component]), variant)
+    schedule = {k: found["scheduler"].get(k) for k in SCHEDULE_FIELDS}
+    if schedule != {k: expected["scheduler"][k] for k in SCHEDULE_FIELDS}:
+        log.warning("%s: the scheduler's training schedule %s is not the %s variant's; the variant's is used",
+                    folder, schedule, variant)
+
+    weights = {c: weights_path(folder / c, stem) for c, (stem, _) in FILES.items() if stem}
+    with torch.device("meta"):
+        model = StableDiffusion(config)
+    state = {}
+    for component, table in component_maps(config).items():
+        tensors = {}
+        for path in weights[component]:
+            tensors |= read_checkpoint(path)
+        if component == "text_encoder":
+            tensors = diffusers_text.with_text_model_level(tensors)
+        shapes = {k: v.shape for k, v in getattr(model, component).state_dict().items()}
+        what = f"{folder / component} ({variant})"
+        state |= {f"{component}.{k}": v.to(dtype) for k, v in table.from_diffusers(tensors, what, shapes).items()}
+        del tensors
+    load_state(model, state, f"{folder} ({variant})", assign=True)
+    return model.eval()
+
+
+# -- one call for a command line -------------------------------------------------------------------
+
+def convert(in_path: str | Path, out_path: str | Path, variant: str | None = None, to: str = "diffusers",
+            half: bool = False) -> Path:
+    """Original single file -> diffusers folder (to="diffusers"), or folder -> original file
+    (to="original", `.safetensors` or `.ckpt` by out_path's extension). Weights are stored float32,
+    or float16 with half=True. variant=None detects it (the file's rules, or the folder's configs)."""
+    dtype = torch.float16 if half else torch.float32
+    if to == "diffusers":
+        check_output_folder(out_path)  # before the long load
+        sd = StableDiffusion.from_checkpoint(in_path, variant, device="cpu", dtype=torch.float32)
+        return to_diffusers(sd, out_path, dtype)
+    if to == "original":
+        if Path(out_path).exists():
+            raise FileExistsError(f"{out_path} exists; choose another name (files are never overwritten)")
+        sd = from_diffusers(in_path, variant)
+        return sd.to(dtype).save_checkpoint(out_path)
+    raise ValueError(f"to={to!r}: use 'diffusers' (original file -> folder) or 'original' (folder -> file)")

@@ -1,0 +1,365 @@
+"""Our weights <-> diffusers pipeline folders (checkpoints_convert/diffusers.py).
+
+For v1 and v2 at full size: a StableDiffusion with every tensor random (seeded, and keyed by its
+name) is saved as an original file, converted to a diffusers folder (`convert`, i.e.
+from_checkpoint + to_diffusers) and read back (`from_diffusers`): every tensor must equal the one
+drawn (torch.equal; drawn again key by key, so only one full model is in memory at a time). The
+folder converted back to an original file must hold the same tensors under the same keys. Then
+diffusers' own StableDiffusionPipeline.from_pretrained loads the folder (offline, sockets refused)
+and its UNet, VAE and text encoder run the inputs ours ran before export.
+Measure: max|ours - diffusers| / max|diffusers|, float32 on CPU. Tolerance: 1e-5 (same operations
+up to summation order). Tokenizer: the same ids.
+
+The one deliberate difference: v2's last text block (resblocks.23), which SD never runs, is not in
+diffusers folders (diffusers' own converter drops it too); read back it is zeros, an identity block.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import shutil
+import socket
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from checkpoints_convert.detect import VariantError
+from checkpoints_convert.diffusers import (
+    component_configs,
+    component_maps,
+    convert,
+    from_diffusers,
+    model_index,
+    to_diffusers,
+)
+from ldm.config import PRESETS, V1, V2, X4_UPSCALER
+from ldm.pipeline import StableDiffusion
+from tests.reference.original_ldm import relative_error
+from tests.reference.parity_record import record_parity
+from tokenizer import CLIPTokenizer
+
+TOLERANCE = 1e-5
+LATENT = (16, 24)
+PROMPTS = ["a photograph of an astronaut riding a horse", ""]  # through both text encoders
+# Only through both tokenizers (cheap): punctuation, digits, accents, a prompt cut at 77 ids.
+TOKENIZER_PROMPTS = PROMPTS + ["Hello, world: it's 3:45pm, café déjà vu", "a castle on a hill, " * 20]
+SEED = 20240601
+V2_DROPPED_BLOCK = "text_encoder.blocks.23."  # ours; cond_stage_model.model.transformer.resblocks.23. in files
+V2_DROPPED_ORIGINAL = "cond_stage_model.model.transformer.resblocks.23."
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_network():
+    """Everything is local: any connection attempt fails loudly."""
+    def refuse(*args, **kwargs):
+        raise RuntimeError(f"network access attempted: {args}")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setattr(socket.socket, "connect", refuse)
+        patch.setattr(socket.socket, "connect_ex", refuse)
+        patch.setattr(socket, "create_connection", refuse)
+        yield
+
+
+# -- random weights, reproducible key by key ---------------------------------------------------------
+
+def norm_scale_keys(model: torch.nn.Module) -> set[str]:
+    norms = (torch.nn.GroupNorm, torch.nn.LayerNorm)
+    return {f"{name}.weight" for name, m in model.named_modules() if isinstance(m, norms)}
+
+
+# N(0, 1) numbers that every tensor is cut from (64 MiB): slicing a pool is far cheaper than
+# running a generator over the 1.3 billion weights of v2 twice (to build, then to check).
+POOL = torch.randn(1 << 24, generator=torch.Generator().manual_seed(SEED))
+
+
+def drawn(key: str, shape: torch.Size, is_norm_scale: bool) -> torch.Tensor:
+    """The value of `key`: weights ~ N(0, 1/fan_in), norm scales ~ 1 + N(0, 0.1^2), other vectors
+    ~ N(0, 0.1^2). The numbers are read from POOL from an offset given by the key (wrapping around),
+    so any tensor can be drawn again alone, and two tensors of one shape differ."""
+    count, start, pieces = math.prod(shape), zlib.crc32(key.encode()) % POOL.numel(), []
+    while count > 0:
+        pieces.append(POOL[start:start + count])
+        count, start = count - pieces[-1].numel(), 0
+    noise = torch.cat(pieces).reshape(shape)
+    if is_norm_scale:
+        return 1 + 0.1 * noise
+    if len(shape) >= 2:
+        return noise / math.sqrt(math.prod(shape[1:]))
+    return 0.1 * noise
+
+
+def random_model(config) -> StableDiffusion:
+    with torch.device("meta"):
+        sd = StableDiffusion(config)
+    scales = norm_scale_keys(sd)
+    state = {k: drawn(k, v.shape, k in scales) for k, v in sd.state_dict().items()}
+    sd.load_state_dict(state, strict=True, assign=True)
+    return sd.eval()
+
+
+def make_inputs(config, tokenizer: CLIPTokenizer) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(7)
+    return {
+        "x": torch.randn(2, config.unet.in_channels, *LATENT, generator=generator),
+        "t": torch.tensor([10.0, 981.0]),
+        "context": torch.randn(2, 77, config.unet.context_dim, generator=generator),
+        "image": torch.rand(1, 3, 64, 96, generator=generator) * 2 - 1,
+        "z": torch.randn(1, 4, 8, 12, generator=generator),
+        "tokens": tokenizer(PROMPTS),
+    }
+
+
+@torch.no_grad()
+def run_ours(sd: StableDiffusion, inputs: dict) -> dict[str, torch.Tensor]:
+    posterior = sd.vae.encode(inputs["image"])
+    return {
+        "unet": sd.unet(inputs["x"], inputs["t"], inputs["context"]),
+        "vae mean": posterior.mean, "vae logvar": posterior.logvar, "vae decoded": sd.vae.decode(inputs["z"]),
+        "text": sd.text_encoder(inputs["tokens"]),
+    }
+
+
+@pytest.fixture(scope="module", params=["v1", "v2"])
+def exported(request, tmp_path_factory):
+    """One preset: random model -> its outputs -> original file -> (convert) diffusers folder.
+    Only the small outputs and the two paths leave; the files are removed at the end."""
+    variant = request.param
+    config = PRESETS[variant]
+    tmp = tmp_path_factory.mktemp(f"diffusers-{variant}")
+    times, start = {}, time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal start
+        times[name], start = time.perf_counter() - start, time.perf_counter()
+
+    sd = random_model(config)
+    lap("random model")
+    inputs = make_inputs(config, sd.tokenizer)
+    outputs = run_ours(sd, inputs)
+    lap("our outputs")
+    original = sd.save_checkpoint(tmp / "original.safetensors")
+    lap("original file")
+    del sd
+    gc.collect()
+    folder = convert(original, tmp / "diffusers", variant=variant, to="diffusers")
+    lap("convert to diffusers")
+    print(f"\n{variant}: " + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in times.items()))
+    yield {"variant": variant, "config": config, "tmp": tmp, "original": original, "folder": folder,
+           "inputs": inputs, "outputs": outputs}
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- bit-exact round trips ---------------------------------------------------------------------------------
+
+def test_folder_layout(exported):
+    folder = exported["folder"]
+    names = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+    assert names == {
+        "model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
+        "vae/diffusion_pytorch_model.safetensors", "text_encoder/config.json", "text_encoder/model.safetensors",
+        "scheduler/scheduler_config.json", "tokenizer/vocab.json", "tokenizer/merges.txt",
+        "tokenizer/tokenizer_config.json", "tokenizer/special_tokens_map.json",
+    }
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionPipeline" and index["safety_checker"] == [None, None]
+    assert index["requires_safety_checker"] is False
+    text = json.loads((folder / "text_encoder" / "config.json").read_text())
+    assert (text["num_hidden_layers"], text["hidden_act"]) == ((12, "quick_gelu") if exported["variant"] == "v1"
+                                                               else (23, "gelu"))
+
+
+def test_to_diffusers_and_back_is_bit_exact(exported):
+    variant = exported["variant"]
+    start = time.perf_counter()
+    sd = from_diffusers(exported["folder"])  # the variant from the configs
+    seconds = time.perf_counter() - start
+    assert sd.variant == variant
+    scales = norm_scale_keys(sd)
+    state = sd.state_dict()
+    different = [k for k, v in state.items() if not k.startswith(V2_DROPPED_BLOCK)
+                 and not torch.equal(v, drawn(k, v.shape, k in scales))]
+    dropped = [k for k in state if k.startswith(V2_DROPPED_BLOCK)] if variant == "v2" else []
+    print(f"{variant}: from_diffusers {seconds:.1f}s; {len(state) - len(dropped)} tensors bit-identical, "
+          f"{len(different)} different; {len(dropped)} zero-filled (v2's unused last text block)")
+    assert different == []
+    assert all(not state[k].any() for k in dropped)
+    assert len(dropped) == (12 if variant == "v2" else 0)
+    del sd, state
+    gc.collect()
+
+
+# -- diffusers' own pipeline on our folder ---------------------------------------------------------------
+
+@torch.no_grad()
+def test_diffusers_pipeline_loads_and_matches_ours(exported):
+    from diffusers import DDIMScheduler, PNDMScheduler, StableDiffusionPipeline
+
+    variant, inputs, ours = exported["variant"], exported["inputs"], exported["outputs"]
+    start = time.perf_counter()
+    pipe = StableDiffusionPipeline.from_pretrained(exported["folder"], local_files_only=True)
+    print(f"{variant}: StableDiffusionPipeline.from_pretrained {time.perf_counter() - start:.1f}s")
+    assert pipe.safety_checker is None and pipe.feature_extractor is None
+    scheduler = pipe.scheduler.config
+    assert isinstance(pipe.scheduler, PNDMScheduler if variant == "v1" else DDIMScheduler)
+    assert (scheduler.beta_schedule, scheduler.beta_start, scheduler.beta_end) == ("scaled_linear", 0.00085, 0.012)
+    assert (scheduler.steps_offset, scheduler.set_alpha_to_one, scheduler.prediction_type) == (1, False, "epsilon")
+
+    posterior = pipe.vae.encode(inputs["image"]).latent_dist
+    theirs = {
+        "unet": pipe.unet(inputs["x"], inputs["t"], encoder_hidden_states=inputs["context"]).sample,
+        "vae mean": posterior.mean, "vae logvar": posterior.logvar,
+        "vae decoded": pipe.vae.decode(inputs["z"]).sample,
+        "text": pipe.text_encoder(inputs["tokens"])[0],
+    }
+    for name, reference in theirs.items():
+        assert reference.shape == ours[name].shape, name
+        assert reference.std() > 0.1, f"the diffusers {name} output is trivial: the test would prove nothing"
+        error = relative_error(ours[name], reference)
+        print(f"{variant} {name}: ours vs diffusers {error:.2e}")
+        record_parity("to_diffusers", variant, f"latent {LATENT[0]}x{LATENT[1]}" if name == "unet" else "small",
+                      name, "diffusers StableDiffusionPipeline from our folder", error, TOLERANCE)
+        assert error <= TOLERANCE, name
+
+    ids = pipe.tokenizer(TOKENIZER_PROMPTS, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                         truncation=True, return_tensors="pt").input_ids
+    assert torch.equal(ids, CLIPTokenizer(pad_with=exported["config"].text_encoder.pad_with)(TOKENIZER_PROMPTS))
+    assert pipe.tokenizer.pad_token_id == (49407 if variant == "v1" else 0)
+    if variant == "v2":
+        # diffusers' v2 tokenizer makes its pad token "!" special, so a "!" in a prompt becomes id 0
+        # where open_clip (and ours) read "!</w>" = 256 (huggingface/diffusers#4153). Pinned here.
+        ours_ids = CLIPTokenizer(pad_with="zero")(["wow!"])[0].tolist()
+        their_ids = pipe.tokenizer(["wow!"], padding="max_length", max_length=77).input_ids[0]
+        assert [(a, b) for a, b in zip(ours_ids, their_ids) if a != b] == [(256, 0)]
+    del pipe
+    gc.collect()
+
+
+# -- the way back to an original file ----------------------------------------------------------------------
+
+def test_original_to_diffusers_to_original_is_bit_exact(exported):
+    """v1 back to float32: every tensor identical. v2 back with half=True: every tensor the float16
+    rounding of the original (v2's float32 exactness, the q/k/v split included, is the test above)."""
+    variant, tmp = exported["variant"], exported["tmp"]
+    half = variant == "v2"
+    back = convert(exported["folder"], tmp / "back.safetensors", to="original", half=half)
+    with safe_open(exported["original"], "pt") as before, safe_open(back, "pt") as after:
+        assert set(before.keys()) == set(after.keys())
+        weights = [k for k in before.keys() if k.startswith(("model.", "first_stage_model.", "cond_stage_model."))]
+        schedule = [k for k in before.keys() if k not in weights]  # float32 in both
+
+        def expected(key: str) -> torch.Tensor:
+            tensor = before.get_tensor(key)
+            return tensor.half() if half and key in weights else tensor
+
+        different = [k for k in before.keys() if not k.startswith(V2_DROPPED_ORIGINAL)
+                     and not torch.equal(expected(k), after.get_tensor(k))]
+        dropped = [k for k in after.keys() if k.startswith(V2_DROPPED_ORIGINAL)]
+        assert all(not after.get_tensor(k).any() for k in dropped)
+        assert {after.get_tensor(k).dtype for k in weights} == {torch.float16 if half else torch.float32}
+        print(f"{variant}: original -> diffusers -> original{' (half)' if half else ''}: "
+              f"{len(before.keys()) - len(dropped)} tensors bit-identical ({len(schedule)} schedule buffers), "
+              f"{len(different)} different, {len(dropped)} zero-filled")
+    assert different == []
+    back.unlink()
+
+
+# -- the tables against diffusers' and transformers' own models (meta: no memory) -------------------------
+
+@pytest.mark.parametrize("variant", [name for name in PRESETS if name != "x4-upscaler"])
+def test_tables_cover_both_models_exactly(variant):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = PRESETS[variant]
+    configs = component_configs(config, torch.float32)
+    with torch.device("meta"):
+        ours = StableDiffusion(config)
+        theirs = {"unet": UNet2DConditionModel.from_config(configs["unet"]),
+                  "vae": AutoencoderKL.from_config(configs["vae"]),
+                  "text_encoder": CLIPTextModel(CLIPTextConfig(**configs["text_encoder"]))}
+    for component, table in component_maps(config).items():
+        our_shapes = {k: v.shape for k, v in getattr(ours, component).state_dict().items()}
+        their_shapes = {k: v.shape for k, v in theirs[component].state_dict().items()}
+        if component == "text_encoder":  # transformers 5 names lack the `text_model.` level of diffusers folders
+            their_shapes = {"text_model." + k: v for k, v in their_shapes.items()}
+        assert table.ours_keys() == set(our_shapes), component
+        assert table.diffusers_keys() == set(their_shapes), component
+        assert all(our_shapes[k] == their_shapes[t] for k, t in table.renames.items()), component
+        assert all(our_shapes[k] == their_shapes[t] + (1, 1) for k, t in table.squeezed.items()), component
+        for k, parts in table.split.items():
+            assert our_shapes[k][0] == sum(their_shapes[t][0] for t in parts), k
+        print(f"{variant} {component}: {len(our_shapes)} ours / {len(their_shapes)} diffusers keys, "
+              f"{len(table.squeezed)} squeezed, {len(table.split)} split, {len(table.not_stored)} not stored")
+
+
+# -- bad inputs: one clear exception each -------------------------------------------------------------------
+
+def configs_only_folder(folder: Path, config, drop: str | None = None, **unet_changes) -> Path:
+    """A pipeline folder with every config file but no weights (the errors come before any weight)."""
+    for component, values in component_configs(config, torch.float32).items():
+        if component == drop:
+            continue
+        values = values | unet_changes if component == "unet" else values
+        name = "scheduler_config.json" if component == "scheduler" else "config.json"
+        (folder / component).mkdir(parents=True)
+        (folder / component / name).write_text(json.dumps(values))
+    (folder / "model_index.json").write_text(json.dumps(model_index(config)))
+    return folder
+
+
+def test_refuses_to_write_into_a_non_empty_folder(tmp_path):
+    with torch.device("meta"):
+        sd = StableDiffusion(V1)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="out exists and is not an empty folder"):
+        to_diffusers(sd, tmp_path / "out")
+    with pytest.raises(FileExistsError, match="out exists"):
+        convert(tmp_path / "no-such.ckpt", tmp_path / "out", to="diffusers")  # refused before reading
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["notes.txt"]
+
+
+def test_refuses_a_folder_with_a_missing_component(tmp_path):
+    folder = configs_only_folder(tmp_path / "no-vae", V1, drop="vae")
+    with pytest.raises(FileNotFoundError, match=r"no-vae/vae/config.json: missing \(the vae component\)"):
+        from_diffusers(folder)
+    folder = configs_only_folder(tmp_path / "no-weights", V1)
+    with pytest.raises(FileNotFoundError, match=r"no-weights/unet: no weights"):
+        from_diffusers(folder)
+
+
+def test_refuses_an_unknown_cross_attention_dim(tmp_path):
+    folder = configs_only_folder(tmp_path / "sdxl-like", V1, cross_attention_dim=2048)
+    with pytest.raises(VariantError, match="cross_attention_dim=2048 is no Stable Diffusion 1.x/2.x model"):
+        from_diffusers(folder)
+
+
+def test_refuses_a_config_that_contradicts_the_explicit_variant(tmp_path):
+    folder = configs_only_folder(tmp_path / "v2", V2)
+    with pytest.raises(ValueError, match=r"does not describe the v1 variant: .*cross_attention_dim: the folder "
+                                         r"has 1024, v1 needs 768"):
+        from_diffusers(folder, variant="v1")
+
+
+def test_refuses_the_x4_upscaler_both_ways(tmp_path):
+    with torch.device("meta"):
+        sd = StableDiffusion(X4_UPSCALER)
+    with pytest.raises(VariantError, match="x4 upscaler is not supported"):
+        to_diffusers(sd, tmp_path / "up")
+    assert not (tmp_path / "up").exists()
+    folder = configs_only_folder(tmp_path / "upscaler", V2, num_class_embeds=1000)
+    with pytest.raises(VariantError, match="x4 upscaler is not supported"):
+        from_diffusers(folder)
+
+
+def test_convert_names_the_accepted_directions(tmp_path):
+    with pytest.raises(ValueError, match="to='onnx'"):
+        convert(tmp_path / "a", tmp_path / "b", to="onnx")
