@@ -3,7 +3,7 @@
 1. an explicit `variant=` argument always wins (the caller handles it);
 2. a same-named `.yaml` beside the checkpoint (the original config format): its UNet input
    channels, context width, class count and `parameterization`;
-3. the weights: the cross-attention context width (768: v1, 1024: v2), the UNet's input channels
+3. the weights: the cross-attention context width (768: v1, 1024: v2, 96: the demo model), the UNet's input channels
    (4, 5 depth, 9 inpainting, 7 upscaler) and the upscaler's class-embedding key;
 4. eps or v for a v2 base model, whose keys are identical: run the UNet once on constant inputs
    (latent 0.5, context 0.5, t=999) and read v-prediction when mean(out - x) < -1 (the rule of
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 UNET_IN = "model.diffusion_model.input_blocks.0.0.weight"
-UNET_CONTEXT = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
+CROSS_ATTENTION_KEY = re.compile(r"model\.diffusion_model\..*\.attn2\.to_k\.weight")
 UPSCALER_KEY = "model.diffusion_model.label_emb.weight"
 
 BY_IN_CHANNELS = {4: "v2", 5: "v2-depth", 9: "v2-inpainting", 7: "x4-upscaler"}
@@ -36,12 +36,15 @@ def variant_from_weights(shapes: dict[str, tuple[int, ...]], path: Path) -> tupl
     in_channels = shapes[UNET_IN][1]
     if UPSCALER_KEY in shapes:
         return "x4-upscaler", f"weights: class-embedding key {UPSCALER_KEY} present (noise-level labels)"
-    if UNET_CONTEXT not in shapes:
-        raise VariantError(f"{path}: no cross-attention weights found ({UNET_CONTEXT}); pass variant=")
-    context_dim = shapes[UNET_CONTEXT][1]
+    context_keys = sorted(k for k in shapes if CROSS_ATTENTION_KEY.fullmatch(k))
+    if not context_keys:
+        raise VariantError(f"{path}: no cross-attention weights (model.diffusion_model.*.attn2.to_k.weight); pass variant=")
+    context_dim = shapes[context_keys[0]][1]
     reason = f"weights: context width {context_dim}, UNet input channels {in_channels}"
     if context_dim == 768 and in_channels == 4:
         return "v1", reason
+    if context_dim == 96 and in_channels == 4:
+        return "demo", reason + " (the project's demo model)"
     if context_dim == 1024 and in_channels in BY_IN_CHANNELS:
         return BY_IN_CHANNELS[in_channels], reason
     raise VariantError(f"{path}: unknown combination ({reason}); pass variant= explicitly")

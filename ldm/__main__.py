@@ -1,28 +1,8 @@
-"""`python -m ldm ...`: the command line. One function per command."""
+"""`python -m ldm ...`: the command line (see ldm/cli.py)."""
 
-from __future__ import annotations
-
-import argparse
 import sys
 
-from . import __version__
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m ldm",
-        description="Stable Diffusion, written from scratch to be read and trusted.",
-    )
-    parser.add_argument("--version", action="version", version=f"ldm {__version__}")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    parser.parse_args(argv)
-    parser.print_help(sys.stderr)
-    return 2
-
+from .cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

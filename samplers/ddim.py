@@ -57,7 +57,7 @@ def sample_ddim(model: Model, x_T: torch.Tensor, schedule: NoiseSchedule, steps:
         a list gives each batch element its own generator (so an image does not depend on its batch).
     """
     coefficients = DDIMCoefficients.make(schedule, steps, eta)
-    count = steps if first_index is None else first_index
+    count = len(coefficients.timesteps) if first_index is None else first_index
     x = x_T
     batch = x.shape[0]
     for i, index in enumerate(tqdm(reversed(range(count)), total=count, desc="DDIM", disable=not progress)):

@@ -46,7 +46,7 @@ def sample_plms(model: Model, x_T: torch.Tensor, schedule: NoiseSchedule, steps:
         return eps_and_x0(model(x_in, t_batch), x_in, t_batch, a_t, schedule, prediction)
 
     for i, t in enumerate(tqdm(timesteps, desc="PLMS", disable=not progress)):
-        index = steps - i - 1
+        index = len(timesteps) - i - 1
         a_t, a_prev, sigma = step_scalars(coefficients, index, x)
         eps, _ = eps_of(x, t, a_t)
         if not previous:

@@ -16,7 +16,8 @@ def linear_betas(num_timesteps: int, linear_start: float, linear_end: float) -> 
 
     betas = linspace(sqrt(b0), sqrt(b1), T) ** 2  (ldm make_beta_schedule; not DDPM's linear betas)
     """
-    return torch.linspace(linear_start**0.5, linear_end**0.5, num_timesteps, dtype=torch.float64) ** 2
+    # Always on the CPU (also when a model is being built on the meta device): it is a small table.
+    return torch.linspace(linear_start**0.5, linear_end**0.5, num_timesteps, dtype=torch.float64, device="cpu") ** 2
 
 
 @dataclass(frozen=True)
@@ -51,12 +52,16 @@ def ddim_timesteps(num_steps: int, num_timesteps: int = 1000) -> torch.Tensor:
     """The original's "uniform" DDIM discretisation: every c-th step, c = T // steps, PLUS ONE.
 
     The original adds 1 ("to get the final alpha values right"): for 50 steps the sampler visits
-    t = 981, 961, ..., 21, 1, not 980, ..., 0. Reproduced deliberately. -> [steps] long, ascending.
+    t = 981, 961, ..., 21, 1, not 980, ..., 0. Reproduced deliberately, with the original's
+    consequences: when c does not divide T the sampler takes more steps than asked (7 -> 8), and
+    where the original would index t = T and fail (3, 9, 27, 37 steps, or more than 500), that one
+    timestep is left out here. -> [n] long, ascending.
     """
     if not 1 <= num_steps <= num_timesteps:
         raise ValueError(f"steps={num_steps} must be between 1 and {num_timesteps}")
     stride = num_timesteps // num_steps
-    return torch.arange(0, num_timesteps, stride, dtype=torch.long) + 1
+    timesteps = torch.arange(0, num_timesteps, stride, dtype=torch.long) + 1
+    return timesteps[timesteps < num_timesteps]
 
 
 @dataclass(frozen=True)

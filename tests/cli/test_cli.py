@@ -1,0 +1,103 @@
+"""The command line, run for real in a subprocess: files, names, metadata, no overwrite, exit 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from ldm.config import DEMO
+from ldm.pipeline import StableDiffusion
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A random-weight checkpoint of the demo size, in the original layout."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    StableDiffusion(DEMO).save_checkpoint(path)
+    return path
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "ldm", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_txt2img_writes_numbered_samples_and_a_grid_with_parameters_and_never_overwrites(checkpoint, tmp_path):
+    args = ["txt2img", "--ckpt", str(checkpoint), "--prompt", "a red circle on a blue background",
+            "--negative-prompt", "green", "--outdir", "out", "--ddim_steps", "3", "--seed", "7", "--no-progress"]
+    first = run(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    samples = sorted(p.name for p in (tmp_path / "out" / "samples").iterdir())
+    assert samples == [f"{i:05d}.png" for i in range(6)]  # 3 samples x 2 iterations, the original's defaults
+    assert (tmp_path / "out" / "grid-0000.png").exists()
+    image = Image.open(tmp_path / "out" / "samples" / "00004.png")
+    assert image.size == (64, 64)
+    parameters = image.info["parameters"]
+    assert parameters.startswith("a red circle on a blue background\nNegative prompt: green\n")
+    for field in ("Steps: 3", "Sampler: DDIM", "CFG scale: 7.5", "Seed: 11", "Size: 64x64", "Model hash: "):
+        assert field in parameters
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out" / "samples").iterdir()}
+
+    second = run(*args[:-1], "--n_iter", "1", "--n_samples", "1", "--skip_grid", "--no-progress", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    after = {p.name: p.read_bytes() for p in (tmp_path / "out" / "samples").iterdir()}
+    assert set(after) == set(before) | {"00006.png"}
+    assert all(after[name] == data for name, data in before.items())
+    assert not list((tmp_path / "out").glob("grid-0001.png"))
+    assert not list((tmp_path / "out" / "samples").glob(".partial-*"))
+
+
+def test_same_seed_same_image_and_plms_and_img2img(checkpoint, tmp_path):
+    common = ["--ckpt", str(checkpoint), "--prompt", "a cat", "--ddim_steps", "2", "--n_iter", "1",
+              "--n_samples", "1", "--skip_grid", "--no-progress"]
+    for outdir in ("a", "b"):
+        assert run("txt2img", *common, "--outdir", outdir, "--seed", "5", cwd=tmp_path).returncode == 0
+    first = Image.open(tmp_path / "a" / "samples" / "00000.png").tobytes()
+    assert first == Image.open(tmp_path / "b" / "samples" / "00000.png").tobytes()
+    plms = run("txt2img", *common, "--outdir", "c", "--plms", cwd=tmp_path)
+    assert plms.returncode == 0, plms.stderr
+    assert "Sampler: PLMS" in Image.open(tmp_path / "c" / "samples" / "00000.png").info["parameters"]
+    img2img = run("img2img", *common, "--outdir", "d", "--init-img", str(tmp_path / "a" / "samples" / "00000.png"),
+                  "--strength", "0.5", cwd=tmp_path)
+    assert img2img.returncode == 0, img2img.stderr
+    assert "Denoising strength: 0.5" in Image.open(tmp_path / "d" / "samples" / "00000.png").info["parameters"]
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["txt2img", "--ckpt", "missing.ckpt"], "--ckpt missing.ckpt"),
+        (["txt2img", "--H", "60"], "--H 60"),
+        (["txt2img", "--W", "72"], "--W 72"),  # a multiple of 8, but not of this model's 16
+        (["txt2img", "--ddim_steps", "0"], "--ddim_steps 0"),
+        (["txt2img", "--ddim_steps", "1001"], "--ddim_steps 1001"),
+        (["txt2img", "--scale", "-1"], "--scale -1"),
+        (["txt2img", "--sampler", "euler"], "--sampler"),
+        (["txt2img", "--dtype", "float16", "--device", "cpu"], "--dtype float16"),
+        (["txt2img", "--C", "8"], "--C 8"),
+        (["img2img", "--init-img", "notes.txt"], "--init-img notes.txt"),
+        (["img2img", "--init-img", "picture.png", "--strength", "1.5"], "--strength 1.5"),
+        (["convert", "nothing-here.ckpt", "out"], "input nothing-here.ckpt"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_naming_the_flag(checkpoint, tmp_path, args, flag):
+    (tmp_path / "notes.txt").write_text("not an image")
+    Image.new("RGB", (64, 64)).save(tmp_path / "picture.png")
+    if args[0] != "convert" and "--ckpt" not in args:
+        args = args + ["--ckpt", str(checkpoint)]
+    result = run(*args, "--no-progress" if args[0] != "convert" else "--half", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert flag in lines[-1], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "outputs" / "samples").exists() or not any((tmp_path / "outputs" / "samples").iterdir())
