@@ -38,7 +38,7 @@ def add_common_flags(parser: argparse.ArgumentParser, scale: float, n_iter: int,
     add("--ddim_eta", type=float, default=0.0, help="DDIM eta (eta=0.0 is deterministic)")
     add("--n_iter", type=int, default=n_iter, help="sample this often")
     add("--n_samples", type=int, default=n_samples, help="how many samples per prompt (the batch size)")
-    add("--n_rows", type=int, default=0, help="rows in the grid (default: n_samples)")
+    add("--n_rows", type=int, default=0, help="images per row of the grid (default: n_samples), as the original")
     add("--scale", type=float, default=scale, help="classifier-free guidance scale")
     add("--from-file", type=str, help="read prompts from this file, one per line")
     add("--config", type=str, help="the original inference yaml (used to tell the variant)")
@@ -198,8 +198,10 @@ def next_number(folder: Path, pattern: str) -> int:
     return max(used, default=-1) + 1
 
 
-def make_grid(images: list[Image.Image], rows: int) -> Image.Image:
-    columns = -(-len(images) // rows)
+def make_grid(images: list[Image.Image], columns: int) -> Image.Image:
+    """Images in rows of `columns` (the original's --n_rows goes to torchvision's make_grid as nrow,
+    which is the number of images per row)."""
+    rows = -(-len(images) // columns)
     width, height = images[0].size
     grid = Image.new("RGB", (columns * width, rows * height))
     for i, image in enumerate(images):
@@ -262,8 +264,7 @@ def generate(args: argparse.Namespace) -> int:
             all_images += images
             count += len(prompts)
     if not args.skip_grid:
-        rows = args.n_rows or max(1, len(all_images) // args.n_samples)
-        path = save_png(make_grid(all_images, rows), outdir, "grid-{n:0{width}d}.png", 4, None)
+        path = save_png(make_grid(all_images, args.n_rows or args.n_samples), outdir, "grid-{n:0{width}d}.png", 4, None)
         print(path)
     return 0
 
