@@ -239,11 +239,15 @@ def import_latent_diffusion():
     distributed.rank_zero_only = lambda function: function
     vision_utils = types.ModuleType("torchvision.utils")
     vision_utils.make_grid = None
+    import transformers  # noqa: F401 - before the torchvision stand-in exists, so it sees none
+
     sys.modules.update({"pytorch_lightning": lightning, "pytorch_lightning.utilities": types.ModuleType("x"),
                         "pytorch_lightning.utilities.distributed": distributed,
                         "torchvision": types.ModuleType("torchvision"), "torchvision.utils": vision_utils})
-    from ldm.models.diffusion.ddpm import LatentDiffusion
-
+    try:
+        from ldm.models.diffusion.ddpm import LatentDiffusion
+    finally:
+        del sys.modules["torchvision"], sys.modules["torchvision.utils"]
     return LatentDiffusion
 
 
@@ -294,6 +298,48 @@ def run_sampling(job: dict, inputs: dict) -> dict:
     return outputs
 
 
+def load_saved(job: dict, inputs: dict) -> dict:
+    """Load a checkpoint file that OUR code wrote, the way the original scripts do
+    (torch.load / safetensors, then LatentDiffusion.load_state_dict(sd, strict=False)), report
+    missing and unexpected keys, and run the loaded original modules on the inputs."""
+    LatentDiffusion = import_latent_diffusion()
+    params = job["params"]
+    path = params["path"]
+    if path.endswith(".safetensors"):
+        state = load_file(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    model = LatentDiffusion(
+            first_stage_config={"target": "ldm.models.autoencoder.AutoencoderKL",
+                                "params": {**params["first_stage"], "lossconfig": {"target": "torch.nn.Identity"}}},
+            cond_stage_config={"target": "torch.nn.Identity"},  # the text encoder is loaded below
+            unet_config={"target": "ldm.modules.diffusionmodules.openaimodel.UNetModel", "params": params["unet"]},
+            linear_start=params["linear_start"], linear_end=params["linear_end"], timesteps=1000,
+            parameterization=params["parameterization"], conditioning_key="crossattn", cond_stage_key="txt",
+            first_stage_key="jpg", image_size=64, channels=4, scale_factor=params["scale_factor"], use_ema=False,
+        ).eval()
+    text_prefix = "cond_stage_model.transformer." if params["text"] == "clip" else "cond_stage_model.model."
+    text_state = {k[len(text_prefix):]: v for k, v in state.items() if k.startswith(text_prefix)}
+    rest = {k: v for k, v in state.items() if not k.startswith(text_prefix)}
+    missing, unexpected = model.load_state_dict(rest, strict=False)
+    text_encoder, encode = build_text_encoder(params["text"], job["open_clip_root"])
+    if params["text"] == "clip":
+        # transformers 5 strips the `text_model.` level itself when it loads such files; so here.
+        text_state = {k.removeprefix("text_model."): v for k, v in text_state.items()
+                      if k != "text_model.embeddings.position_ids"}
+        text_missing, text_unexpected = text_encoder.transformer.load_state_dict(text_state, strict=False)
+    else:
+        text_missing, text_unexpected = text_encoder.model.load_state_dict(text_state, strict=False)
+    report = {"missing": sorted(missing) + sorted(text_missing), "unexpected": sorted(unexpected) + sorted(text_unexpected)}
+    json.dump(report, open(params["report"], "w"))
+    with torch.no_grad():
+        return {
+            "unet": model.apply_model(inputs["x"], inputs["t"], inputs["context"]),
+            "decoded": model.decode_first_stage(inputs["z"]),  # divides by the scale factor first
+            "text": encode(inputs["tokens"]),
+        }
+
+
 def main(job_path: str) -> None:
     import ldm
 
@@ -302,6 +348,9 @@ def main(job_path: str) -> None:
         raise SystemExit(f"imported the wrong `ldm` ({ldm.__file__}); expected the original under {job['original_root']}")
     torch.set_num_threads(job.get("threads", torch.get_num_threads()))
     inputs = load_file(job["inputs"])
+    if job["component"] == "load_saved":
+        save_file({k: v.contiguous() for k, v in load_saved(job, inputs).items()}, job["outputs"])
+        return
     if job["component"] == "sampling":
         save_file({k: v.contiguous() for k, v in run_sampling(job, inputs).items()}, job["outputs"])
         return

@@ -1,0 +1,77 @@
+"""`save_checkpoint` writes the original single-file layout: the ORIGINAL code loads our file (its
+scripts' torch.load + LatentDiffusion.load_state_dict(strict=False)) with no missing and no
+unexpected key, and its modules then compute what ours compute."""
+
+from __future__ import annotations
+
+import gc
+import json
+
+import pytest
+import torch
+
+from ldm.config import PRESETS
+from ldm.pipeline import StableDiffusion
+from tests.ldm.test_autoencoder import ORIGINAL_PARAMS as FIRST_STAGE
+from tests.ldm.test_unet import ORIGINAL_UNET_PARAMS
+from tests.reference.original_ldm import relative_error, run_original
+from tokenizer import CLIPTokenizer
+
+CASES = [("v1", "model.ckpt"), ("v2-v", "model.safetensors")]
+
+
+def randomise_(model: torch.nn.Module, seed: int) -> None:
+    """Every tensor random (weights ~ N(0, 1/fan_in), vectors ~ 1 or 0 + N(0, 0.1^2))."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in model.state_dict(keep_vars=True).items():
+            noise = torch.randn(tensor.shape, generator=g)
+            if tensor.ndim >= 2:
+                tensor.copy_(noise / tensor[0].numel() ** 0.5)
+            elif "norm" in name and name.endswith("weight"):
+                tensor.copy_(1 + 0.1 * noise)
+            else:
+                tensor.copy_(0.1 * noise)
+
+
+@pytest.mark.parametrize("variant, name", CASES)
+def test_the_original_code_loads_our_checkpoint(tmp_path, variant, name):
+    config = PRESETS[variant]
+    with torch.device("meta"):
+        sd = StableDiffusion(config)
+    sd = sd.to_empty(device="cpu").eval()
+    randomise_(sd, seed=3)
+    path = sd.save_checkpoint(tmp_path / name)
+    with pytest.raises(FileExistsError):
+        sd.save_checkpoint(path)
+
+    g = torch.Generator().manual_seed(1)
+    inputs = {"x": torch.randn(2, 4, 16, 24, generator=g), "t": torch.tensor([5, 990]),
+              "context": torch.randn(2, 77, config.unet.context_dim, generator=g),
+              "z": torch.randn(1, 4, 8, 12, generator=g),
+              "tokens": CLIPTokenizer(pad_with=config.text_encoder.pad_with)(["a horse", ""])}
+    params = {
+        "path": str(path), "report": str(tmp_path / "report.json"), "text": config.text_encoder.kind,
+        "unet": {"image_size": 32, **ORIGINAL_UNET_PARAMS["v2" if variant == "v2-v" else variant]},
+        "first_stage": FIRST_STAGE["f8"], "linear_start": config.schedule.linear_start,
+        "linear_end": config.schedule.linear_end, "parameterization": config.prediction,
+        "scale_factor": config.scale_factor,
+    }
+    _, reference = run_original("load_saved", params, inputs)
+    report = json.loads((tmp_path / "report.json").read_text())
+    # open_clip's CLIP has a contrastive head (text_projection, logit_scale) that SD never runs;
+    # we do not hold it, so it is the one thing the original finds missing (its scripts load with
+    # strict=False and never read it). Everything else is there, and nothing is extra.
+    expected_missing = ["logit_scale", "text_projection"] if config.text_encoder.kind == "openclip" else []
+    assert report == {"missing": expected_missing, "unexpected": []}
+    with torch.no_grad():
+        ours = {"unet": sd.unet(inputs["x"], inputs["t"], inputs["context"]),
+                "decoded": sd.vae.decode(inputs["z"] / config.scale_factor),
+                "text": sd.text_encoder(inputs["tokens"])}
+    for output, value in ours.items():
+        assert reference[output].std() > 0.1
+        error = relative_error(value, reference[output])
+        print(f"{variant} {name} {output}: {error:.2e}")
+        assert error <= 1e-5, output
+    del sd
+    gc.collect()
