@@ -38,7 +38,7 @@ from safetensors.torch import save_file
 from ldm.config import PRESETS, ModelConfig
 from ldm.pipeline import StableDiffusion
 from tokenizer.bpe import load_merges
-from tokenizer.clip_tokenizer import vocabulary
+from tokenizer.clip_tokenizer import build_vocabulary
 
 from .detect import BY_IN_CHANNELS, VariantError
 from .keymap import diffusers_autoencoder, diffusers_text, diffusers_unet
@@ -118,7 +118,7 @@ def tokenizer_files(config: ModelConfig) -> dict[str, str]:
     BPE data. v1 pads with end-of-text (49407); v2 pads with "!", id 0, as open_clip (and diffusers'
     stabilityai/stable-diffusion-2 folders)."""
     merges = load_merges()
-    vocabulary = vocabulary(merges)[:-2] + [START_OF_TEXT, END_OF_TEXT]  # ids 49406, 49407
+    vocabulary = build_vocabulary(merges)[:-2] + [START_OF_TEXT, END_OF_TEXT]  # ids 49406, 49407
     pad = END_OF_TEXT if config.text_encoder.pad_with == "eot" else vocabulary[0]
 
     def special(content: str) -> dict:

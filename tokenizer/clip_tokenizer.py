@@ -20,7 +20,7 @@ END_OF_TEXT = "<end_of_text>"
 PAD_CHOICES = {"eot": "pad with the end-of-text id 49407 (SD v1)", "zero": "pad with 0 (SD v2)"}
 
 
-def vocabulary(merges: list[tuple[str, str]]) -> list[str]:
+def build_vocabulary(merges: list[tuple[str, str]]) -> list[str]:
     """Ids in order: 256 byte symbols, the same with `</w>`, one per merge, then the 2 specials."""
     byte_symbols = list(bytes_to_unicode().values())
     return (
@@ -59,7 +59,7 @@ class CLIPTokenizer:
         self.context_length = context_length
 
         merges = load_merges()
-        vocabulary = vocabulary(merges)
+        vocabulary = build_vocabulary(merges)
         self.encoder = {symbol: i for i, symbol in enumerate(vocabulary)}
         self.decoder = dict(enumerate(vocabulary))
         self.vocab_size = len(vocabulary)
