@@ -1,6 +1,8 @@
 """`save_checkpoint` writes the original single-file layout: the ORIGINAL code loads our file (its
 scripts' torch.load + LatentDiffusion.load_state_dict(strict=False)) with no missing and no
-unexpected key, and its modules then compute what ours compute."""
+unexpected key, and its modules then compute what ours compute; and the whole txt2img chain of
+the original script (text encoder, sampler with guidance and a negative prompt, VAE decode) gives
+our txt2img's latents and images (v1 with PLMS, v2-v with DDIM and v-prediction)."""
 
 from __future__ import annotations
 
@@ -50,7 +52,15 @@ def test_the_original_code_loads_our_checkpoint(tmp_path, variant, name):
               "context": torch.randn(2, 77, config.unet.context_dim, generator=g),
               "z": torch.randn(1, 4, 8, 12, generator=g),
               "tokens": CLIPTokenizer(pad_with=config.text_encoder.pad_with)(["a horse", ""])}
+    # The whole txt2img chain as the original script runs it (tokens -> text encoder -> DDIM/PLMS with
+    # guidance and a negative prompt -> VAE decode), from the same token ids and x_T.
+    tokenizer = CLIPTokenizer(pad_with=config.text_encoder.pad_with)
+    prompts, negative = ["a photograph of an astronaut riding a horse", "a red fox"], "blurry, low quality"
+    inputs |= {"prompt_tokens": tokenizer(prompts), "negative_tokens": tokenizer([negative] * 2),
+               "x_T": torch.randn(2, 4, 8, 8, generator=g)}
+    run = {"steps": 4, "scale": 7.5, "eta": 0.0, "sampler": "plms" if variant == "v1" else "ddim"}
     params = {
+        "txt2img": run,
         "path": str(path), "report": str(tmp_path / "report.json"), "text": config.text_encoder.kind,
         "unet": {"image_size": 32, **ORIGINAL_UNET_PARAMS["v2" if variant == "v2-v" else variant]},
         "first_stage": FIRST_STAGE["f8"], "linear_start": config.schedule.linear_start,
@@ -68,6 +78,12 @@ def test_the_original_code_loads_our_checkpoint(tmp_path, variant, name):
         ours = {"unet": sd.unet(inputs["x"], inputs["t"], inputs["context"]),
                 "decoded": sd.vae.decode(inputs["z"] / config.scale_factor),
                 "text": sd.text_encoder(inputs["tokens"])}
+        ours["txt2img_latent"] = sd.txt2img(prompts, negative_prompt=negative, steps=run["steps"],
+                                            sampler=run["sampler"], guidance_scale=run["scale"], eta=run["eta"],
+                                            x_T=inputs["x_T"], output="latent", progress=False)
+        ours["txt2img_image"] = sd.txt2img(prompts, negative_prompt=negative, steps=run["steps"],
+                                           sampler=run["sampler"], guidance_scale=run["scale"], eta=run["eta"],
+                                           x_T=inputs["x_T"], output="tensor", progress=False)
     for output, value in ours.items():
         assert reference[output].std() > 0.1
         error = relative_error(value, reference[output])

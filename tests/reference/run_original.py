@@ -333,11 +333,26 @@ def load_saved(job: dict, inputs: dict) -> dict:
     report = {"missing": sorted(missing) + sorted(text_missing), "unexpected": sorted(unexpected) + sorted(text_unexpected)}
     json.dump(report, open(params["report"], "w"))
     with torch.no_grad():
-        return {
+        outputs = {
             "unet": model.apply_model(inputs["x"], inputs["t"], inputs["context"]),
             "decoded": model.decode_first_stage(inputs["z"]),  # divides by the scale factor first
             "text": encode(inputs["tokens"]),
         }
+        if "txt2img" in params:  # the original scripts/txt2img.py loop, from token ids on
+            from ldm.models.diffusion.ddim import DDIMSampler
+            from ldm.models.diffusion.plms import PLMSSampler
+
+            run = params["txt2img"]
+            c, uc = encode(inputs["prompt_tokens"]), encode(inputs["negative_tokens"])
+            sampler = PLMSSampler(model) if run["sampler"] == "plms" else DDIMSampler(model)
+            samples, _ = sampler.sample(S=run["steps"], conditioning=c, batch_size=c.shape[0],
+                                        shape=tuple(inputs["x_T"].shape[1:]), verbose=False,
+                                        unconditional_guidance_scale=run["scale"], unconditional_conditioning=uc,
+                                        eta=run["eta"], x_T=inputs["x_T"])
+            images = model.decode_first_stage(samples)
+            outputs["txt2img_latent"] = samples
+            outputs["txt2img_image"] = torch.clamp((images + 1.0) / 2.0, min=0.0, max=1.0)
+        return outputs
 
 
 def main(job_path: str) -> None:
