@@ -147,7 +147,9 @@ def image_to_tensor(image, multiple: int) -> torch.Tensor:
         if len(sizes) != 1:
             raise ValueError(f"all images must have the same size, got {sorted(sizes)}")
         array = np.stack([np.asarray(i.convert("RGB"), dtype=np.float32) / 127.5 - 1 for i in image])
-        tensor = torch.from_numpy(array).permute(0, 3, 1, 2)
+        # NHWC -> NCHW, made contiguous (a permuted view would send the convolutions down the
+        # channels-last path: other kernels, other rounding).
+        tensor = torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
     elif isinstance(image, torch.Tensor):
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"image tensor must have shape [B, 3, H, W] in [-1, 1], got {list(image.shape)}")

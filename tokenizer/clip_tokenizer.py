@@ -118,7 +118,8 @@ class CLIPTokenizer:
     def truncated_text(self, text: str) -> str:
         """The words of the cleaned `text` that do not fit the window, '' when everything fits.
 
-        A word whose ids are cut part-way counts as dropped, so the warning quotes whole words.
+        A word cut part-way counts as dropped, so the warning quotes whole (space-separated) words:
+        "w28" is three ids (w, 2, 8), and a cut after "w" reports "w28", not "28".
         """
         _check_text(text, "text")
         cleaned = clean_text(text)
@@ -126,7 +127,7 @@ class CLIPTokenizer:
         for match in self.word_pattern.finditer(cleaned):
             used += len(self._word_ids(match.group()))
             if used > budget:
-                return cleaned[match.start() :]
+                return cleaned[cleaned.rfind(" ", 0, match.start()) + 1 :]
         return ""
 
     def _encode_batch(self, texts: str | Sequence[str]) -> list[list[int]]:
