@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ldm",
                                      description="Stable Diffusion, written from scratch to be read and trusted.")
     parser.add_argument("--version", action="version", version=f"ldm {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{txt2img,img2img,convert}")
+    commands = parser.add_subparsers(dest="command", metavar="{txt2img,img2img,convert,bench}")
 
     txt2img = commands.add_parser("txt2img", help="text to image (scripts/txt2img.py)")
     add_common_flags(txt2img, scale=7.5, n_iter=2, n_samples=3)
@@ -73,6 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
     img2img.add_argument("--init-img", type=str, required=True, help="path to the input image")
     img2img.add_argument("--strength", type=float, default=0.75,
                          help="0: keep the input, 1: ignore it (noise strength)")
+
+    bench = commands.add_parser("bench", help="time each stage of txt2img on this machine")
+    bench.add_argument("--ckpt", type=str, help="path to the checkpoint (.ckpt or .safetensors)")
+    bench.add_argument("--variant", type=str, help="the model variant (default: detected)")
+    bench.add_argument("--device", type=str, help="cpu, cuda, mps (default: cuda, then mps, then cpu)")
+    bench.add_argument("--dtype", type=str, choices=["float32", "float16", "bfloat16"])
+    bench.add_argument("--H", type=int, help="image height (default: the model's size)")
+    bench.add_argument("--W", type=int, help="image width (default: the model's size)")
+    bench.add_argument("--n_samples", type=int, default=1, help="batch size")
+    bench.add_argument("--ddim_steps", type=int, default=10, help="sampling steps to time")
+    bench.add_argument("--scale", type=float, default=7.5, help="guidance scale (1 halves the UNet batch)")
 
     convert = commands.add_parser("convert", help="original single file <-> diffusers folder")
     convert.add_argument("input", help="an original .ckpt/.safetensors file or a diffusers folder")
@@ -269,6 +280,49 @@ def generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench(args: argparse.Namespace) -> int:
+    """Load, encode the prompt, sample, decode: the wall time of each stage, and UNet steps per second."""
+    import time
+
+    if args.ckpt is None or not Path(args.ckpt).is_file():
+        raise UsageError(f"--ckpt {args.ckpt}: no such checkpoint file")
+    if not 1 <= args.ddim_steps <= 1000 or args.n_samples < 1:
+        raise UsageError(f"--ddim_steps {args.ddim_steps} / --n_samples {args.n_samples}: out of range")
+    args.config, args.precision = None, "autocast"
+    sync = torch.cuda.synchronize if (args.device or "").startswith("cuda") else (lambda: None)
+    start = time.perf_counter()
+    sd = load_model(args)
+    stages = {"load checkpoint": time.perf_counter() - start}
+    prompts = ["a photograph of an astronaut riding a horse"] * args.n_samples
+    steps_seen = []
+    with torch.no_grad():
+        start = time.perf_counter()
+        sd.text_encoder(sd.tokenizer(prompts).to(sd.device))
+        sync()
+        stages["text encoder"] = time.perf_counter() - start
+        start = time.perf_counter()
+        try:
+            latent = sd.txt2img(prompts, steps=args.ddim_steps, guidance_scale=args.scale, height=args.H,
+                                width=args.W, seed=0, output="latent", progress=False,
+                                callback=lambda i, t, x, p: steps_seen.append(t))
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        sync()
+        stages[f"txt2img to the latent ({len(steps_seen)} steps)"] = time.perf_counter() - start
+        start = time.perf_counter()
+        sd.vae.decode(latent / sd.config.scale_factor)
+        sync()
+        stages["VAE decode"] = time.perf_counter() - start
+    f = sd.config.autoencoder.downsampling_factor
+    print(f"{sd.variant} on {sd.device} ({sd.dtype}), batch {args.n_samples}, "
+          f"{latent.shape[3] * f}x{latent.shape[2] * f}, guidance scale {args.scale}")
+    for name, seconds in stages.items():
+        print(f"  {name:<36} {seconds:8.3f} s")
+    sampling = stages[f"txt2img to the latent ({len(steps_seen)} steps)"]
+    print(f"  {'sampling steps per second':<36} {len(steps_seen) / sampling:8.3f}")
+    return 0
+
+
 def convert(args: argparse.Namespace) -> int:
     from checkpoints_convert.diffusers import convert as convert_weights
 
@@ -291,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return {"txt2img": generate, "img2img": generate, "convert": convert}[args.command](args)
+        return {"txt2img": generate, "img2img": generate, "convert": convert, "bench": bench}[args.command](args)
     except UsageError as error:
         print(f"python -m ldm {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -101,3 +101,14 @@ def test_bad_input_exits_2_with_one_line_naming_the_flag(checkpoint, tmp_path, a
     assert flag in lines[-1], result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "outputs" / "samples").exists() or not any((tmp_path / "outputs" / "samples").iterdir())
+
+
+def test_bench_times_every_stage(checkpoint, tmp_path):
+    result = run("bench", "--ckpt", str(checkpoint), "--ddim_steps", "3", "--device", "cpu", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.startswith("demo on cpu (torch.float32), batch 1, 64x64, guidance scale 7.5")
+    for stage in ("load checkpoint", "text encoder", "txt2img to the latent (3 steps)", "VAE decode",
+                  "sampling steps per second"):
+        assert stage in out
+    assert run("bench", "--ckpt", "missing.ckpt", cwd=tmp_path).returncode == 2
