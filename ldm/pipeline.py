@@ -10,6 +10,7 @@ memory or time is spent on an initialisation that would be overwritten.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -70,10 +71,14 @@ class StableDiffusion(nn.Module):
         self.vae = AutoencoderKL(config.autoencoder)
         encoder_class = CLIPTextEncoder if config.text_encoder.kind == "clip" else OpenCLIPTextEncoder
         self.text_encoder = encoder_class(config.text_encoder)
-        self.tokenizer = CLIPTokenizer(pad_with=config.text_encoder.pad_with,
-                                       context_length=config.text_encoder.context_length)
         s = config.schedule
         self.schedule = NoiseSchedule.linear(s.num_timesteps, s.linear_start, s.linear_end)
+
+    @functools.cached_property
+    def tokenizer(self) -> CLIPTokenizer:
+        """Built on first use (reading the merges takes ~70 ms, not needed to load weights)."""
+        return CLIPTokenizer(pad_with=self.config.text_encoder.pad_with,
+                             context_length=self.config.text_encoder.context_length)
 
     @property
     def device(self) -> torch.device:
@@ -123,6 +128,7 @@ class StableDiffusion(nn.Module):
 
     def _set_config(self, config: ModelConfig) -> None:
         self.config, self.variant = config, config.name
+        self.__dict__.pop("tokenizer", None)  # v2 and v2-v share a tokenizer, but rebuild to be plain
 
     def save_checkpoint(self, path: str | Path) -> Path:
         """Write the original single-file layout: `.safetensors`, or `.ckpt` (a torch zip pickle)."""

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..config import UNetConfig
 from .attention import SpatialTransformer
+from .text_transformer import embedding
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -143,7 +144,7 @@ class UNet(nn.Module):
         time_embed_dim = 4 * c.model_channels
         self.time_embedding = TimestepMLP(c.model_channels, time_embed_dim)
         # x4 upscaler: the noise level of the low-resolution input, as a class label, added to the time embedding.
-        self.class_embedding = nn.Embedding(c.num_classes, time_embed_dim) if c.num_classes is not None else None
+        self.class_embedding = embedding(c.num_classes, time_embed_dim) if c.num_classes is not None else None
         self.conv_in = nn.Conv2d(c.in_channels, c.model_channels, 3, padding=1)
 
         def transformer(channels: int, level: int | None) -> SpatialTransformer:
