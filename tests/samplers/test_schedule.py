@@ -34,3 +34,16 @@ def test_ddim_timesteps_are_the_originals(steps, expected):
 def test_bad_step_counts_are_refused(steps):
     with pytest.raises(ValueError, match="steps"):
         ddim_timesteps(steps)
+
+
+def test_q_sample_is_the_forward_process():
+    """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (DDPM eq. 4), per batch element."""
+    schedule = NoiseSchedule.linear()
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(3, 4, 2, 2, generator=g), torch.randn(3, 4, 2, 2, generator=g)
+    t = torch.tensor([0, 500, 999])
+    x_t = schedule.q_sample(x0, t, noise)
+    a = schedule.alphas_cumprod[t].view(3, 1, 1, 1)
+    expected = a.sqrt() * x0.double() + (1 - a).sqrt() * noise.double()
+    assert torch.allclose(x_t.double(), expected, atol=1e-6)
+    assert x_t[2].std() > 0.9  # at t=999 almost pure noise
