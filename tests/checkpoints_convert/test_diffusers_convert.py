@@ -20,7 +20,6 @@ import gc
 import json
 import math
 import shutil
-import socket
 import time
 import zlib
 from pathlib import Path
@@ -40,6 +39,7 @@ from checkpoints_convert.diffusers import (
 )
 from ldm.config import PRESETS, V1, V2, X4_UPSCALER
 from ldm.pipeline import StableDiffusion
+from tests.reference.offline import no_network
 from tests.reference.original_ldm import relative_error
 from tests.reference.parity_record import record_parity
 from tokenizer import CLIPTokenizer
@@ -55,16 +55,9 @@ V2_DROPPED_ORIGINAL = "cond_stage_model.model.transformer.resblocks.23."
 
 
 @pytest.fixture(scope="module", autouse=True)
-def no_network():
+def offline():
     """Everything is local: any connection attempt fails loudly."""
-    def refuse(*args, **kwargs):
-        raise RuntimeError(f"network access attempted: {args}")
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        patch.setattr(socket.socket, "connect", refuse)
-        patch.setattr(socket.socket, "connect_ex", refuse)
-        patch.setattr(socket, "create_connection", refuse)
+    with no_network():
         yield
 
 

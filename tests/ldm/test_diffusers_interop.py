@@ -13,7 +13,6 @@ guard below would fail the test if one were.
 from __future__ import annotations
 
 import gc
-import socket
 
 import pytest
 import torch
@@ -33,6 +32,7 @@ from ldm.config import F8_AUTOENCODER, PRESETS
 from ldm.modules.autoencoder import AutoencoderKL
 from tests.ldm.test_autoencoder import ORIGINAL_PARAMS as ORIGINAL_AUTOENCODER_PARAMS
 from tests.ldm.test_unet import BATCH, LATENT_H, LATENT_W, ORIGINAL_UNET_PARAMS, make_inputs, unet_from_original_state
+from tests.reference.offline import no_network
 from tests.reference.original_ldm import relative_error, run_original
 
 TOLERANCE = 1e-5
@@ -41,15 +41,9 @@ VAE_PREFIX = "first_stage_model."
 
 
 @pytest.fixture(scope="module", autouse=True)
-def no_network():
+def offline():
     """Diffusers must build from configs alone: any connection attempt fails loudly."""
-    def refuse(*args, **kwargs):
-        raise RuntimeError(f"network access attempted: {args}")
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(socket.socket, "connect", refuse)
-        patch.setattr(socket.socket, "connect_ex", refuse)
-        patch.setattr(socket, "create_connection", refuse)
+    with no_network():
         yield
 
 
