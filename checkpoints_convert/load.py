@@ -8,7 +8,7 @@ back tensors under OUR names; ldm.pipeline builds the modules and loads them.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -46,6 +46,10 @@ def read_original(path: str | Path, variant: str | None = None, use_ema: bool = 
         variant, reason = variant_from_weights({k: tuple(v.shape) for k, v in tensors.items()}, path)
         needs_probe = variant == "v2"
     config = PRESETS[variant]
+    if "scale_factor" in tensors:
+        # The original's LatentDiffusion(scale_by_std=True) keeps the latent scale it measured as a
+        # buffer; when a file carries one, it is that model's scale, whatever the preset says.
+        config = replace(config, scale_factor=float(tensors["scale_factor"]))
     log.info("%s: variant %s (%s)", path.name, variant, reason)
 
     table, text_ignored = layout.original_to_ours(config, set(tensors))

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from ldm.config import ModelConfig
+from ldm.config import PRESETS, ModelConfig
 from samplers.schedule import NoiseSchedule
 
 from . import layout
@@ -48,12 +48,16 @@ def to_original(config: ModelConfig, state: dict[str, torch.Tensor]) -> dict[str
     if missing or extra:
         raise KeyError(f"cannot write the {config.name} layout: missing {missing[:10]}, unknown {extra[:10]}")
     original = {ours_to_original[k]: v.detach().contiguous() for k, v in state.items()}
+    if config.scale_factor != PRESETS[config.name].scale_factor:
+        # A latent scale the preset does not know (a re-trained demo model): stored the way the
+        # original's LatentDiffusion(scale_by_std=True) stores it, as the `scale_factor` buffer.
+        original["scale_factor"] = torch.tensor(config.scale_factor, dtype=torch.float32)
     return original | schedule_buffers(config)
 
 
-def write_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor]) -> Path:
+def write_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
     """`.safetensors` -> safetensors; `.ckpt` / `.pt` / `.pth` -> torch zip pickle {"state_dict": ...}.
-    An existing file is never overwritten."""
+    An existing file is never overwritten. `metadata` (str -> str) goes into the safetensors header."""
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"{path} exists; choose another name (files are never overwritten)")
@@ -61,9 +65,9 @@ def write_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor]) -> Path
         raise FileNotFoundError(f"{path.parent} is not a folder")
     tensors = {k: v.cpu() for k, v in tensors.items()}
     if path.suffix == ".safetensors":
-        save_file(tensors, str(path))
+        save_file(tensors, str(path), metadata=metadata)
     elif path.suffix in (".ckpt", ".pt", ".pth"):
-        torch.save({"state_dict": tensors}, path)
+        torch.save({"state_dict": tensors} | ({"metadata": metadata} if metadata else {}), path)
     else:
         raise ValueError(f"{path}: unknown checkpoint extension {path.suffix!r}; use .safetensors or .ckpt")
     return path

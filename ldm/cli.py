@@ -21,6 +21,7 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from . import __version__
+from .demo.train import TrainingConfig
 
 
 class UsageError(Exception):
@@ -42,7 +43,7 @@ def add_common_flags(parser: argparse.ArgumentParser, scale: float, n_iter: int,
     add("--scale", type=float, default=scale, help="classifier-free guidance scale")
     add("--from-file", type=str, help="read prompts from this file, one per line")
     add("--config", type=str, help="the original inference yaml (used to tell the variant)")
-    add("--ckpt", type=str, help="path to the checkpoint (.ckpt or .safetensors)")
+    add("--ckpt", type=str, help="path to the checkpoint (.ckpt or .safetensors; default: the bundled demo model)")
     add("--seed", type=int, default=42, help="the seed (image i of the run gets seed + i)")
     add("--precision", type=str, choices=["full", "autocast"], default="autocast",
         help="full: float32; autocast: float16 on CUDA, float32 elsewhere (--dtype wins)")
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ldm",
                                      description="Stable Diffusion, written from scratch to be read and trusted.")
     parser.add_argument("--version", action="version", version=f"ldm {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{txt2img,img2img,convert,bench}")
+    commands = parser.add_subparsers(dest="command", metavar="{txt2img,img2img,convert,bench,train-demo}")
 
     txt2img = commands.add_parser("txt2img", help="text to image (scripts/txt2img.py)")
     add_common_flags(txt2img, scale=7.5, n_iter=2, n_samples=3)
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="0: keep the input, 1: ignore it (noise strength)")
 
     bench = commands.add_parser("bench", help="time each stage of txt2img on this machine")
-    bench.add_argument("--ckpt", type=str, help="path to the checkpoint (.ckpt or .safetensors)")
+    bench.add_argument("--ckpt", type=str, help="path to the checkpoint (default: the bundled demo model)")
     bench.add_argument("--variant", type=str, help="the model variant (default: detected)")
     bench.add_argument("--device", type=str, help="cpu, cuda, mps (default: cuda, then mps, then cpu)")
     bench.add_argument("--dtype", type=str, choices=["float32", "float16", "bfloat16"])
@@ -91,13 +92,25 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--variant", type=str, help="the model variant (default: detected)")
     convert.add_argument("--to", choices=["original", "diffusers"], help="default: the other layout")
     convert.add_argument("--half", action="store_true", help="store float16 weights")
+
+    train = commands.add_parser("train-demo", help="train the small demo model on the shapes dataset")
+    defaults = TrainingConfig()
+    train.add_argument("--out", type=str, default="demo-model.safetensors",
+                       help="the .safetensors file to write (never overwritten)")
+    train.add_argument("--minutes", type=float, help="wall-time cap: stop each stage early when reached")
+    train.add_argument("--seed", type=int, default=defaults.seed, help="the seed of weights, data and noise")
+    train.add_argument("--autoencoder-steps", type=int, default=defaults.autoencoder_steps)
+    train.add_argument("--denoiser-steps", type=int, default=defaults.denoiser_steps,
+                       help="steps of the text encoder + UNet stage")
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    train.add_argument("--threads", type=int, default=defaults.threads, help="CPU threads")
+    train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress bars")
     return parser
 
 
 def check_generation_flags(args: argparse.Namespace) -> None:
     """Everything that can be checked before a model is loaded; UsageError names the flag."""
-    if args.ckpt is None:
-        raise UsageError("--ckpt is required (the path of a .ckpt or .safetensors checkpoint)")
+    use_demo_by_default(args)
     if not Path(args.ckpt).is_file():
         raise UsageError(f"--ckpt {args.ckpt}: no such checkpoint file")
     if not 1 <= args.ddim_steps <= 1000:
@@ -131,6 +144,17 @@ def check_generation_flags(args: argparse.Namespace) -> None:
     device = torch.device(args.device) if args.device else None
     if args.dtype == "float16" and (device or _default_device()).type == "cpu":
         raise UsageError("--dtype float16: not supported on the CPU; use float32 or bfloat16 there")
+
+
+def use_demo_by_default(args: argparse.Namespace) -> None:
+    """No --ckpt: the demo model shipped with the package."""
+    if args.ckpt is None:
+        from .demo import CHECKPOINT
+
+        if not CHECKPOINT.is_file():
+            raise UsageError(f"no --ckpt given and the bundled demo model {CHECKPOINT} is missing "
+                             "(re-install the package, or pass --ckpt)")
+        args.ckpt = str(CHECKPOINT)
 
 
 def _default_device() -> torch.device:
@@ -284,7 +308,8 @@ def bench(args: argparse.Namespace) -> int:
     """Load, encode the prompt, sample, decode: the wall time of each stage, and UNet steps per second."""
     import time
 
-    if args.ckpt is None or not Path(args.ckpt).is_file():
+    use_demo_by_default(args)
+    if not Path(args.ckpt).is_file():
         raise UsageError(f"--ckpt {args.ckpt}: no such checkpoint file")
     if not 1 <= args.ddim_steps <= 1000 or args.n_samples < 1:
         raise UsageError(f"--ddim_steps {args.ddim_steps} / --n_samples {args.n_samples}: out of range")
@@ -338,6 +363,29 @@ def convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_demo(args: argparse.Namespace) -> int:
+    from .demo.train import train_demo as train
+
+    for flag in ("autoencoder_steps", "denoiser_steps", "batch_size", "threads"):
+        if getattr(args, flag) < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be >= 1")
+    if args.minutes is not None and args.minutes <= 0:
+        raise UsageError(f"--minutes {args.minutes}: must be > 0")
+    if args.seed < 0:
+        raise UsageError(f"--seed {args.seed}: must be >= 0")
+    config = TrainingConfig(seed=args.seed, batch_size=args.batch_size, autoencoder_steps=args.autoencoder_steps,
+                            denoiser_steps=args.denoiser_steps, threads=args.threads)
+    try:
+        record = train(args.out, config, minutes=args.minutes, progress=args.progress)
+    except (FileExistsError, FileNotFoundError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    print(f"{args.out}: {record['autoencoder_steps_done']} autoencoder + {record['denoiser_steps_done']} "
+          f"denoiser steps in {record['wall_seconds'] / 60:.1f} min; final losses (mean of the last 200 steps): "
+          f"autoencoder {record['autoencoder_final_loss']}, denoiser {record['denoiser_final_loss']}; "
+          f"scale_factor {record['scale_factor']:.5f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -345,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return {"txt2img": generate, "img2img": generate, "convert": convert, "bench": bench}[args.command](args)
+        return {"txt2img": generate, "img2img": generate, "convert": convert, "bench": bench,
+                "train-demo": train_demo}[args.command](args)
     except UsageError as error:
         print(f"python -m ldm {args.command}: error: {error}", file=sys.stderr)
         return 2

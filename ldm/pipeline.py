@@ -112,6 +112,16 @@ class StableDiffusion(nn.Module):
                      Path(path).name, model.variant, score)
         return model
 
+    @classmethod
+    def demo(cls, device: str | torch.device | None = None, dtype: torch.dtype | str | None = None) -> StableDiffusion:
+        """The small model shipped with the package (trained on the shapes dataset, docs/demo-model.md),
+        loaded like any original checkpoint: its variant, "demo", is detected from the weights."""
+        from .demo import CHECKPOINT
+
+        if not CHECKPOINT.is_file():
+            raise FileNotFoundError(f"the bundled demo model {CHECKPOINT} is missing; re-install the package")
+        return cls.from_checkpoint(CHECKPOINT, variant=None, device=device, dtype=dtype)
+
     def txt2img(self, prompt, negative_prompt="", steps=50, sampler="ddim", guidance_scale=7.5, eta=0.0,
                 height=None, width=None, seed=None, n=1, x_T=None, output="pil", callback=None, progress=True):
         """Text to image. -> list of PIL images | images [n, 3, H, W] in [0, 1] ("tensor") | the
@@ -130,7 +140,7 @@ class StableDiffusion(nn.Module):
         self.config, self.variant = config, config.name
         self.__dict__.pop("tokenizer", None)  # v2 and v2-v share a tokenizer, but rebuild to be plain
 
-    def save_checkpoint(self, path: str | Path) -> Path:
+    def save_checkpoint(self, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
         """Write the original single-file layout: `.safetensors`, or `.ckpt` (a torch zip pickle)."""
         state = {k: v for k, v in self.state_dict().items()}
-        return write_checkpoint(path, to_original(self.config, state))
+        return write_checkpoint(path, to_original(self.config, state), metadata)
