@@ -76,7 +76,7 @@ def train_autoencoder(vae, config: TrainingConfig, generator: torch.Generator, d
     losses = []
     bar = tqdm(range(config.autoencoder_steps), desc="autoencoder", disable=not progress)
     for step in bar:
-        if time.monotonic() > deadline:
+        if step > 0 and time.monotonic() > deadline:  # at least one step, whatever the cap
             break
         images, _ = shapes.sample_batch(generator, config.batch_size)
         posterior = vae.encode(images)
@@ -111,7 +111,7 @@ def train_denoiser(unet, text_encoder, vae, tokenizer, schedule, scale_factor: f
     losses = []
     bar = tqdm(range(config.denoiser_steps), desc="text encoder + unet", disable=not progress)
     for step in bar:
-        if time.monotonic() > deadline:
+        if step > 0 and time.monotonic() > deadline:  # at least one step, whatever the cap
             break
         images, captions = shapes.sample_batch(generator, config.batch_size)
         dropped = torch.rand(len(captions), generator=generator) < config.caption_dropout
