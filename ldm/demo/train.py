@@ -42,10 +42,10 @@ from . import shapes
 class TrainingConfig:
     seed: int = 0
     batch_size: int = 32
-    autoencoder_steps: int = 1500
+    autoencoder_steps: int = 2000
     autoencoder_lr: float = 1e-3
     kl_weight: float = 1e-4  # on the per-element KL; reconstruction dominates
-    denoiser_steps: int = 6500
+    denoiser_steps: int = 8000
     denoiser_lr: float = 5e-4
     warmup_steps: int = 100
     caption_dropout: float = 0.1  # the share of "" captions: the unconditional model for CFG
