@@ -1,6 +1,6 @@
 """Train the demo model: the autoencoder first, then the text encoder and UNet together (LDM's two stages).
 
-    python -m ldm train-demo --out my-demo.safetensors          # the full run (~45 min on 2 CPU cores)
+    python -m ldm train-demo --out my-demo.safetensors          # the full run (~51 min on 2 CPU cores)
     python -m ldm train-demo --minutes 5 --out quick.safetensors
 
 Stage 1 (LDM sec. 3.1): the KL autoencoder learns x -> z -> x' on shape images; loss = L1 + L2
