@@ -52,7 +52,7 @@ def test_a_wrong_shape_names_the_key_and_both_shapes(tmp_path, original_state):
     with pytest.raises(ValueError) as info:
         StableDiffusion.from_checkpoint(write(tmp_path, state), device="cpu")
     message = str(info.value)
-    assert "vae.decoder.conv_out.weight" in message and "(3, 7, 3, 3)" in message and "(3, 32, 3, 3)" in message
+    assert "vae.decoder.conv_out.weight" in message and "(3, 7, 3, 3)" in message and f"(3, {DEMO.autoencoder.base_channels}, 3, 3)" in message
 
 
 def test_an_unknown_variant_and_missing_ema_are_refused(tmp_path, original_state):
