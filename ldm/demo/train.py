@@ -65,6 +65,15 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         e.lerp_(p, 1 - decay)
 
 
+def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor, lr: float) -> None:
+    """One gradient step on `loss` at learning rate `lr`."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 def train_autoencoder(vae, config: TrainingConfig, generator: torch.Generator, deadline: float,
                       progress: bool = True) -> list[float]:
     """Stage 1. -> the loss of every step."""
@@ -84,11 +93,7 @@ def train_autoencoder(vae, config: TrainingConfig, generator: torch.Generator, d
         error = reconstruction - images
         kl = 0.5 * (posterior.mean**2 + posterior.std**2 - 1 - posterior.logvar).mean()
         loss = error.abs().mean() + error.pow(2).mean() + config.kl_weight * kl
-        for group in optimizer.param_groups:
-            group["lr"] = config.autoencoder_lr * warmup(step, config.warmup_steps)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        descend(optimizer, loss, config.autoencoder_lr * warmup(step, config.warmup_steps))
         losses.append(loss.item())
         bar.set_postfix(loss=f"{loss.item():.4f}")
     return losses
@@ -126,11 +131,7 @@ def train_denoiser(unet, text_encoder, vae, tokenizer, schedule, scale_factor: f
         eps = torch.randn(z_0.shape, generator=generator)
         z_t = schedule.q_sample(z_0, t, eps)  # DDPM eq. 4
         loss = F.mse_loss(unet(z_t, t, text_encoder(ids)), eps)  # DDPM eq. 14, L_simple
-        for group in optimizer.param_groups:
-            group["lr"] = config.denoiser_lr * warmup(step, config.warmup_steps)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        descend(optimizer, loss, config.denoiser_lr * warmup(step, config.warmup_steps))
         update_ema(ema_unet, unet, config.ema_decay)
         update_ema(ema_text, text_encoder, config.ema_decay)
         losses.append(loss.item())
