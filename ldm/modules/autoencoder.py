@@ -126,7 +126,7 @@ class DiagonalGaussian:
         self.std = torch.exp(0.5 * self.logvar)  # the original's form, not sqrt(exp(logvar))
 
     def mode(self) -> torch.Tensor:
-        """The most likely latent, the mean: what img2img and the upscaler use by default."""
+        """The most likely latent, the mean. (The original img2img draws `sample()` instead.)"""
         return self.mean
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
