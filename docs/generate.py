@@ -1,7 +1,8 @@
-"""Render docs/checkpoints.md from the key tables in checkpoints_convert/ (DESIGN.md rule 5).
+"""Regenerate every generated page of docs/: checkpoints.md (from the key tables) and parity.md.
 
-    python docs/generate.py            # rewrite docs/checkpoints.md
-    python docs/generate.py --check    # exit 1 if the checked-in page differs from what this renders
+    python docs/generate.py               # rewrite docs/checkpoints.md, then docs/parity.md (~3 min)
+    python docs/generate.py --no-parity   # docs/checkpoints.md only (a second)
+    python docs/generate.py --check       # exit 1 if checkpoints.md differs from what this renders
 
 The key map is data (checkpoints_convert/keymap/*.py, one `original_to_ours(config)` per
 component, and checkpoints_convert/layout.py for the prefixes and ignored keys), so its
@@ -15,9 +16,11 @@ TRANSFORMER, BLOCK_RENAMES, ...), and the page shows one row per block plus each
 once. Before anything is written, the rendering is expanded back into full keys and compared with
 `original_to_ours(config)`: the page cannot claim a mapping the code does not make, nor leave one out.
 
-The other generated page, docs/parity.md, holds measurements, not tables: it is written by
-`python tests/parity_report.py`, which runs the parity tests against the original code (slow,
-~10 minutes). It is not rendered here.
+The other generated page, docs/parity.md, holds measurements, not tables: this script hands it to
+tests/parity_report.py, which runs the parity tests against the original code (~3 minutes) and
+writes what they measured. Its staleness is checked by the parity tests themselves (each fails when
+the page has no row for what it measures) and by tests/docs/test_generated_docs.py (every row must
+name a test that exists), not by --check, which would have to run them.
 """
 
 from __future__ import annotations
@@ -324,6 +327,8 @@ def render() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if docs/checkpoints.md is stale; write nothing")
+    parser.add_argument("--no-parity", action="store_true",
+                        help="skip docs/parity.md (it runs the parity tests, ~3 minutes)")
     args = parser.parse_args(argv)
     text = render()
     if args.check:
@@ -334,7 +339,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     OUTPUT.write_text(text)
     print(f"wrote {OUTPUT.relative_to(ROOT)} ({len(text.splitlines())} lines)")
-    return 0
+    if args.no_parity:
+        return 0
+    from tests import parity_report  # the repo root is on sys.path (above)
+
+    return parity_report.main([])
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
-"""docs/checkpoints.md is rendered from the key tables by docs/generate.py; the checked-in page
-must be exactly what the tables render to now, or a reader is shown names the loader no longer uses.
+"""The generated pages of docs/, both rewritten by `python docs/generate.py`.
 
-(docs/parity.md is generated too, by `python tests/parity_report.py`, but from a ~10 minute run
-against the original code: it has no staleness test here.)
+docs/checkpoints.md is rendered from the key tables; the checked-in page must be exactly what the
+tables render to now, or a reader is shown names the loader no longer uses.
+
+docs/parity.md holds what the parity tests measured. It goes stale two ways: a parity test is
+added or changed (then that test fails: tests/reference/parity_record.py checks its row, tested
+here on a constructed page), or a test is removed or renamed (then its row names a test that no
+longer exists: checked here against pytest's own collection).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.reference import parity_record
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERATOR = ROOT / "docs" / "generate.py"
@@ -87,3 +93,43 @@ def test_script_runs_from_the_command_line():
     result = subprocess.run([sys.executable, str(GENERATOR), "--check"], cwd=ROOT, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_parity_rows_name_tests_that_exist():
+    paths, rows = parity_record.read_page()
+    assert len(rows) >= 20, "docs/parity.md lost its table"
+    result = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *paths],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    collected = {line.strip() for line in result.stdout.splitlines() if "::" in line}
+    assert len(collected) > 50
+    for row in rows:
+        assert row["test"] in collected, f"docs/parity.md: {row['test']} is no test: run python docs/generate.py"
+        assert float(row["error"]) <= float(row["tolerance"]), row
+
+
+def constructed_page(tmp_path, rows: list[dict]) -> Path:
+    lines = ["# Parity", "", "Generated ... (test paths: tests/ldm, tests/samplers); do not edit by hand.", "",
+             "| module | preset | input size | output | reference | relative error | tolerance | test |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['module']} | {r['preset']} | {r['size']} | {r['output']} | {r['reference']} | {r['error']:.2e} "
+              f"| {parity_record.format_tolerance(r['tolerance'])} | `{r['test']}` |" for r in rows]
+    page = tmp_path / "parity.md"
+    page.write_text("\n".join(lines) + "\n")
+    return page
+
+
+def test_a_parity_test_fails_when_the_page_lacks_its_row(tmp_path):
+    record = {"module": "UNet", "preset": "v1", "size": "latent 16x24, batch 2", "output": "eps / v",
+              "reference": "original ldm", "error": 1.5e-6, "tolerance": 1e-5,
+              "test": "tests/ldm/test_unet.py::test_unet_matches_original[v1]"}
+    page = constructed_page(tmp_path, [record])
+    parity_record.check_page(record, page)  # described: passes
+    for field, changed in [("size", "latent 8x8, batch 2"), ("tolerance", 1e-4), ("output", "eps"),
+                           ("test", "tests/ldm/test_unet.py::test_unet_matches_original[v2]")]:
+        with pytest.raises(AssertionError, match="parity.md is stale"):
+            parity_record.check_page({**record, field: changed}, page)
+    # a measurement from a test file the page was not generated from is not the page's business
+    parity_record.check_page({**record, "test": "tests/checkpoints_convert/test_load_original.py::test_x"}, page)
+    # the error is not compared (it differs in the last digits between machines)
+    parity_record.check_page({**record, "error": 3e-6}, page)
