@@ -110,9 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_generation_flags(args: argparse.Namespace) -> None:
     """Everything that can be checked before a model is loaded; UsageError names the flag."""
-    use_demo_by_default(args)
-    if not Path(args.ckpt).is_file():
-        raise UsageError(f"--ckpt {args.ckpt}: no such checkpoint file")
+    check_checkpoint_flag(args)
     if not 1 <= args.ddim_steps <= 1000:
         raise UsageError(f"--ddim_steps {args.ddim_steps}: must be between 1 and 1000")
     if args.scale < 0:
@@ -146,8 +144,8 @@ def check_generation_flags(args: argparse.Namespace) -> None:
         raise UsageError("--dtype float16: not supported on the CPU; use float32 or bfloat16 there")
 
 
-def use_demo_by_default(args: argparse.Namespace) -> None:
-    """No --ckpt: the demo model shipped with the package."""
+def check_checkpoint_flag(args: argparse.Namespace) -> None:
+    """--ckpt must name a file; no --ckpt: the demo model shipped with the package."""
     if args.ckpt is None:
         from .demo import CHECKPOINT
 
@@ -155,6 +153,8 @@ def use_demo_by_default(args: argparse.Namespace) -> None:
             raise UsageError(f"no --ckpt given and the bundled demo model {CHECKPOINT} is missing "
                              "(re-install the package, or pass --ckpt)")
         args.ckpt = str(CHECKPOINT)
+    if not Path(args.ckpt).is_file():
+        raise UsageError(f"--ckpt {args.ckpt}: no such checkpoint file")
 
 
 def _default_device() -> torch.device:
@@ -308,9 +308,7 @@ def bench(args: argparse.Namespace) -> int:
     """Load, encode the prompt, sample, decode: the wall time of each stage, and UNet steps per second."""
     import time
 
-    use_demo_by_default(args)
-    if not Path(args.ckpt).is_file():
-        raise UsageError(f"--ckpt {args.ckpt}: no such checkpoint file")
+    check_checkpoint_flag(args)
     if not 1 <= args.ddim_steps <= 1000 or args.n_samples < 1:
         raise UsageError(f"--ddim_steps {args.ddim_steps} / --n_samples {args.n_samples}: out of range")
     args.config, args.precision = None, "autocast"
