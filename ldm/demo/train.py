@@ -86,6 +86,18 @@ def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor, lr: float) -> 
     optimizer.step()
 
 
+def training_steps(count: int, desc: str, deadline: float, progress: bool, losses: list[float]):
+    """range(count) under a tqdm bar that shows the last loss; it stops at `deadline` (time.monotonic),
+    but only after the first step: every stage takes at least one, whatever the --minutes cap."""
+    bar = tqdm(range(count), desc=desc, disable=not progress)
+    for step in bar:
+        if step > 0 and time.monotonic() > deadline:
+            break
+        yield step
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    bar.close()
+
+
 def train_autoencoder(vae, config: TrainingConfig, generator: torch.Generator, deadline: float,
                       progress: bool = True) -> list[float]:
     """Stage 1. -> the loss of every step."""
@@ -95,10 +107,7 @@ def train_autoencoder(vae, config: TrainingConfig, generator: torch.Generator, d
         vae.moments_conv.bias[vae.config.embed_dim:] = -6.0
     optimizer = torch.optim.Adam(vae.parameters(), lr=config.autoencoder_lr)
     losses = []
-    bar = tqdm(range(config.autoencoder_steps), desc="autoencoder", disable=not progress)
-    for step in bar:
-        if step > 0 and time.monotonic() > deadline:  # at least one step, whatever the cap
-            break
+    for step in training_steps(config.autoencoder_steps, "autoencoder", deadline, progress, losses):
         images, _ = shapes.sample_batch(generator, config.batch_size)
         posterior = vae.encode(images)
         reconstruction = vae.decode(posterior.sample(generator))
@@ -107,7 +116,6 @@ def train_autoencoder(vae, config: TrainingConfig, generator: torch.Generator, d
         loss = error.abs().mean() + error.pow(2).mean() + config.kl_weight * kl
         descend(optimizer, loss, config.autoencoder_lr * warmup(step, config.warmup_steps))
         losses.append(loss.item())
-        bar.set_postfix(loss=f"{loss.item():.4f}")
     return losses
 
 
@@ -126,10 +134,7 @@ def train_denoiser(unet, text_encoder, vae, tokenizer, schedule, scale_factor: f
     ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
     token_ids = {}  # caption -> ids; there are only 152 distinct captions (with "")
     losses = []
-    bar = tqdm(range(config.denoiser_steps), desc="text encoder + unet", disable=not progress)
-    for step in bar:
-        if step > 0 and time.monotonic() > deadline:  # at least one step, whatever the cap
-            break
+    for step in training_steps(config.denoiser_steps, "text encoder + unet", deadline, progress, losses):
         images, captions = shapes.sample_batch(generator, config.batch_size)
         dropped = torch.rand(len(captions), generator=generator) < config.caption_dropout
         captions = ["" if drop else c for c, drop in zip(captions, dropped.tolist())]
@@ -149,7 +154,6 @@ def train_denoiser(unet, text_encoder, vae, tokenizer, schedule, scale_factor: f
         update_ema(ema_unet, unet, config.ema_decay)
         update_ema(ema_text, text_encoder, config.ema_decay)
         losses.append(loss.item())
-        bar.set_postfix(loss=f"{loss.item():.4f}")
     return ema_unet, ema_text, losses
 
 
