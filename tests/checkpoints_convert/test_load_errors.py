@@ -12,11 +12,8 @@ from ldm.pipeline import StableDiffusion, resolve_dtype
 
 
 @pytest.fixture(scope="module")
-def original_state(tmp_path_factory) -> dict[str, torch.Tensor]:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "demo.safetensors"
-    StableDiffusion(DEMO).save_checkpoint(path)
-    return load_file(path)
+def original_state(tiny_checkpoint) -> dict[str, torch.Tensor]:
+    return load_file(tiny_checkpoint)
 
 
 def write(tmp_path, state, name="model.safetensors"):

@@ -21,31 +21,19 @@ import torch
 
 from ldm.config import PRESETS
 from ldm.pipeline import StableDiffusion
-from tests.ldm.test_autoencoder import ORIGINAL_PARAMS as FIRST_STAGE
-from tests.ldm.test_unet import ORIGINAL_UNET_PARAMS
+from tests.reference.original_configs import FIRST_STAGE_PARAMS as FIRST_STAGE
+from tests.reference.original_configs import UNET_PARAMS as ORIGINAL_UNET_PARAMS
+from tests.reference.original_configs import V2_V_YAML
 from tests.reference.original_ldm import relative_error, run_original
 from tests.reference.parity_record import record_parity
 from tokenizer import CLIPTokenizer
+
+pytestmark = pytest.mark.slow  # whole full-size checkpoints built by the original code
 
 TOLERANCE = 1e-5
 LATENT = (16, 24)
 
 # variant -> (reference params, the files to write: (name, format, dtype, ema), notes)
-V2_V_YAML = """model:
-  target: ldm.models.diffusion.ddpm.LatentDiffusion
-  params:
-    parameterization: "v"
-    linear_start: 0.00085
-    unet_config:
-      target: ldm.modules.diffusionmodules.openaimodel.UNetModel
-      params:
-        in_channels: 4
-        context_dim: 1024
-    first_stage_config:
-      params:
-        ddconfig:
-          in_channels: 3
-"""
 CASES = {
     "v1": ("v1", [("a.ckpt", "zip", "fp32", True), ("b.ckpt", "legacy", "fp16", False),
                   ("c.safetensors", "safetensors", "fp16", True)]),

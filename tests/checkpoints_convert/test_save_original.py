@@ -14,10 +14,12 @@ import torch
 
 from ldm.config import PRESETS
 from ldm.pipeline import StableDiffusion
-from tests.ldm.test_autoencoder import ORIGINAL_PARAMS as FIRST_STAGE
-from tests.ldm.test_unet import ORIGINAL_UNET_PARAMS
+from tests.reference.original_configs import FIRST_STAGE_PARAMS as FIRST_STAGE
+from tests.reference.original_configs import UNET_PARAMS as ORIGINAL_UNET_PARAMS
 from tests.reference.original_ldm import relative_error, run_original
 from tokenizer import CLIPTokenizer
+
+pytestmark = pytest.mark.slow  # full-size models through the original code
 
 CASES = [("v1", "model.ckpt"), ("v2-v", "model.safetensors")]
 

@@ -8,22 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
-
-from ldm.config import DEMO
-from ldm.pipeline import StableDiffusion
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
+def checkpoint(tiny_checkpoint) -> Path:
     """A random-weight checkpoint of the demo size, in the original layout."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    StableDiffusion(DEMO).save_checkpoint(path)
-    return path
+    return tiny_checkpoint
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -32,6 +25,7 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
+@pytest.mark.slow  # seven samples through the command line
 def test_txt2img_writes_numbered_samples_and_a_grid_with_parameters_and_never_overwrites(checkpoint, tmp_path):
     args = ["txt2img", "--ckpt", str(checkpoint), "--prompt", "a red circle on a blue background",
             "--negative-prompt", "green", "--outdir", "out", "--ddim_steps", "3", "--seed", "7", "--no-progress"]

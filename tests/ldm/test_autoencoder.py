@@ -17,6 +17,7 @@ from checkpoints_convert.keymap.autoencoder import original_to_ours
 from checkpoints_convert.remap import load_state, rename_keys
 from ldm.config import F8_AUTOENCODER, X4_UPSCALER
 from ldm.modules.autoencoder import AutoencoderKL
+from tests.reference.original_configs import FIRST_STAGE_PARAMS
 from tests.reference.original_ldm import relative_error, run_original
 from tests.reference.parity_record import record_parity
 
@@ -30,19 +31,6 @@ PRESETS = {
 }
 
 
-# first_stage_config.params of the original yamls (v1-inference.yaml and the v2 ones for f8,
-# x4-upscaling.yaml for f4), written out rather than derived from our configs, so that a wrong
-# preset fails the test.
-ORIGINAL_PARAMS = {
-    "f8": {"embed_dim": 4, "ddconfig": {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3,
-                                        "out_ch": 3, "ch": 128, "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2,
-                                        "attn_resolutions": [], "dropout": 0.0}},
-    "f4": {"embed_dim": 4, "ddconfig": {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3,
-                                        "out_ch": 3, "ch": 128, "ch_mult": [1, 2, 4], "num_res_blocks": 2,
-                                        "attn_resolutions": [], "dropout": 0.0}},
-}
-
-
 @pytest.fixture(scope="module", params=sorted(PRESETS))
 def case(request):
     """One reference run per preset: (config, inputs, original state dict, reference outputs, our model)."""
@@ -53,7 +41,7 @@ def case(request):
         "image": torch.rand(2, config.in_channels, height, width, generator=generator) * 2 - 1,
         "z": torch.randn(2, config.embed_dim, height // f, width // f, generator=generator),
     }
-    state, reference = run_original("autoencoder", ORIGINAL_PARAMS[request.param], inputs, seed=0)
+    state, reference = run_original("autoencoder", FIRST_STAGE_PARAMS[request.param], inputs, seed=0)
     vae = AutoencoderKL(config).eval()
     load_state(vae, rename_keys(state, original_to_ours(config), "autoencoder"), "autoencoder")
     return config, inputs, state, reference, vae, request.param
@@ -68,6 +56,7 @@ def ours(case):
     return {"mean": posterior.mean, "logvar": posterior.logvar, "std": posterior.std, "decoded": decoded}
 
 
+@pytest.mark.slow  # full-width autoencoders through the original code
 @pytest.mark.parametrize("output", OUTPUTS)
 def test_matches_original(case, ours, output):
     config, inputs, _, reference, _, name = case
@@ -83,6 +72,7 @@ def test_matches_original(case, ours, output):
     assert error <= TOLERANCE
 
 
+@pytest.mark.slow  # full-width autoencoders through the original code
 def test_shapes(case, ours):
     config, inputs, _, _, _, _ = case
     batch, _, height, width = inputs["image"].shape
@@ -91,6 +81,7 @@ def test_shapes(case, ours):
     assert ours["decoded"].shape == (batch, config.out_channels) + tuple(s * f for s in inputs["z"].shape[2:])
 
 
+@pytest.mark.slow  # full-width autoencoders through the original code
 def test_keymap_covers_both_sides_exactly(case):
     config, _, state, _, vae, _ = case
     table = original_to_ours(config)
@@ -110,6 +101,7 @@ def test_keymap_renumbers_decoder_levels():
     assert table["post_quant_conv.bias"] == "latent_conv.bias"
 
 
+@pytest.mark.slow  # full-width autoencoders through the original code
 def test_sample_is_mean_plus_std_times_seeded_noise(case):
     _, inputs, _, _, vae, _ = case
     with torch.no_grad():

@@ -30,9 +30,9 @@ from checkpoints_convert.keymap.autoencoder import original_to_ours as autoencod
 from checkpoints_convert.remap import load_state, rename_keys
 from ldm.config import F8_AUTOENCODER, PRESETS
 from ldm.modules.autoencoder import AutoencoderKL
-from tests.ldm.test_autoencoder import ORIGINAL_PARAMS as ORIGINAL_AUTOENCODER_PARAMS
-from tests.ldm.test_unet import BATCH, LATENT_H, LATENT_W, ORIGINAL_UNET_PARAMS, make_inputs, unet_from_original_state
-from tests.reference.offline import no_network
+from tests.ldm.test_unet import BATCH, LATENT_H, LATENT_W, make_inputs, unet_from_original_state
+from tests.reference.original_configs import FIRST_STAGE_PARAMS as ORIGINAL_AUTOENCODER_PARAMS
+from tests.reference.original_configs import UNET_PARAMS as ORIGINAL_UNET_PARAMS
 from tests.reference.original_ldm import relative_error, run_original
 
 TOLERANCE = 1e-5
@@ -40,11 +40,9 @@ UNET_PREFIX = "model.diffusion_model."  # where the UNet sits in an original che
 VAE_PREFIX = "first_stage_model."
 
 
-@pytest.fixture(scope="module", autouse=True)
-def offline():
-    """Diffusers must build from configs alone: any connection attempt fails loudly."""
-    with no_network():
-        yield
+# Everything is local: any connection attempt fails loudly (tests/conftest.py). Full-size UNets
+# and a full-width VAE against diffusers: slow.
+pytestmark = [pytest.mark.usefixtures("offline"), pytest.mark.slow]
 
 
 def original_yaml(unet_params: dict) -> dict:

@@ -15,9 +15,8 @@ from ldm.pipeline import StableDiffusion
 
 
 @pytest.fixture(scope="module")
-def sd() -> StableDiffusion:
-    torch.manual_seed(0)
-    return StableDiffusion(DEMO).eval()
+def sd(tiny_sd) -> StableDiffusion:
+    return tiny_sd
 
 
 def test_outputs_and_default_size(sd):

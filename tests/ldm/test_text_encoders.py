@@ -45,6 +45,8 @@ REPORTED = {
     "openclip_v2": ("OpenCLIP ViT-H/14 text", "v2 (all)", "HF CLIPTextModel, gelu, ln(hidden_states[-2])"),
 }
 
+pytestmark = pytest.mark.slow  # full-size CLIP ViT-L and OpenCLIP ViT-H against their references
+
 
 def random_state(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, torch.Tensor]:
     """A random tensor per name, scaled so that the output is far from trivial.

@@ -1,7 +1,7 @@
 """UNet parity with the ORIGINAL UNetModel (stable-diffusion-sdkit 2.1.5), full-size, random weights.
 
 Each preset's UNet is built by the original code from the hyper-parameters of its original yaml
-(written out below, not derived from our configs), every tensor randomised, run on random
+(tests/reference/original_configs.py, not derived from our configs), every tensor randomised, run on random
 inputs at 16x24 latents; the same weights go through our key table into our UNet.
 """
 
@@ -13,27 +13,10 @@ from checkpoints_convert.remap import load_state, rename_keys
 from ldm.config import PRESETS, UNetConfig
 from ldm.modules.attention import set_attention_mode
 from ldm.modules.unet import UNet
+from tests.reference.original_configs import UNET_PARAMS
 from tests.reference.original_ldm import relative_error, run_original
 from tests.reference.parity_record import record_parity
 
-# unet_config.params of configs/stable-diffusion/*.yaml (use_checkpoint, image_size, use_fp16 dropped).
-V1_YAML = dict(in_channels=4, out_channels=4, model_channels=320, attention_resolutions=[4, 2, 1],
-               num_res_blocks=2, channel_mult=[1, 2, 4, 4], num_heads=8, use_spatial_transformer=True,
-               transformer_depth=1, context_dim=768, legacy=False)
-V2_YAML = dict(in_channels=4, out_channels=4, model_channels=320, attention_resolutions=[4, 2, 1],
-               num_res_blocks=2, channel_mult=[1, 2, 4, 4], num_head_channels=64, use_spatial_transformer=True,
-               use_linear_in_transformer=True, transformer_depth=1, context_dim=1024, legacy=False)
-X4_YAML = dict(num_classes=1000, in_channels=7, out_channels=4, model_channels=256, attention_resolutions=[2, 4, 8],
-               num_res_blocks=2, channel_mult=[1, 2, 2, 4], disable_self_attentions=[True, True, True, False],
-               disable_middle_self_attn=False, num_heads=8, use_spatial_transformer=True, transformer_depth=1,
-               context_dim=1024, legacy=False, use_linear_in_transformer=True)
-ORIGINAL_UNET_PARAMS = {
-    "v1": V1_YAML,
-    "v2": V2_YAML,  # v2-v has the same UNet (checked below)
-    "v2-inpainting": {**V2_YAML, "in_channels": 9},
-    "v2-depth": {**V2_YAML, "in_channels": 5},
-    "x4-upscaler": X4_YAML,
-}
 LATENT_H, LATENT_W, BATCH = 16, 24, 2
 
 
@@ -60,11 +43,12 @@ def test_v2_v_shares_the_v2_unet():
     assert PRESETS["v2-v"].unet == PRESETS["v2"].unet
 
 
-@pytest.mark.parametrize("preset", list(ORIGINAL_UNET_PARAMS))
+@pytest.mark.slow  # full-size UNets
+@pytest.mark.parametrize("preset", list(UNET_PARAMS))
 def test_unet_matches_the_original(preset):
     config = PRESETS[preset].unet
     inputs = make_inputs(config, seed=len(preset))
-    state, outputs = run_original("unet", {"image_size": 32, **ORIGINAL_UNET_PARAMS[preset]}, inputs, seed=1)
+    state, outputs = run_original("unet", {"image_size": 32, **UNET_PARAMS[preset]}, inputs, seed=1)
     reference = outputs["out"]
     assert reference.shape == (BATCH, 4, LATENT_H, LATENT_W)
     assert reference.std() > 0.1, "the reference output is trivial: the test would prove nothing"

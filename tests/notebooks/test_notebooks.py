@@ -26,6 +26,8 @@ PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
 CELL_TIMEOUT_S = 600
 ANSI_COLOURS = re.compile(r"\x1b\[[0-9;]*m")  # IPython colours its tracebacks
 
+pytestmark = pytest.mark.slow  # executes the seven notebooks (about two minutes)
+
 
 def test_the_seven_notebooks_are_there():
     assert [p.stem for p in PATHS] == EXPECTED

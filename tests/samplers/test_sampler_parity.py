@@ -18,17 +18,13 @@ from ldm.config import UNetConfig
 from ldm.modules.unet import UNet
 from samplers import NoiseSchedule, guided, sample_ddim, sample_plms
 from samplers.ddim import noise_to_step
+from tests.reference.original_configs import SMALL_DDCONFIG, SMALL_UNET_PARAMS
 from tests.reference.original_ldm import relative_error, run_original
 from tests.reference.parity_record import record_parity
 
 TOLERANCE = 1e-5
-SMALL_UNET_ORIGINAL = dict(image_size=8, in_channels=4, out_channels=4, model_channels=32, attention_resolutions=[2],
-                           num_res_blocks=1, channel_mult=[1, 2], num_heads=2, use_spatial_transformer=True,
-                           transformer_depth=1, context_dim=32, legacy=False)
 SMALL_UNET = UNetConfig(model_channels=32, channel_mult=(1, 2), attention_resolutions=(2,), num_res_blocks=1,
                         num_heads=2, context_dim=32)
-TINY_VAE = dict(double_z=True, z_channels=4, resolution=32, in_channels=3, out_ch=3, ch=32, ch_mult=[1, 2],
-                num_res_blocks=1, attn_resolutions=[], dropout=0.0)
 CASES = [
     dict(name="ddim-eps-50-cfg7.5", sampler="ddim", parameterization="eps", steps=50, eta=0.0, scale=7.5, seed=0),
     dict(name="ddim-eps-10-eta1-cfg7.5", sampler="ddim", parameterization="eps", steps=10, eta=1.0, scale=7.5, seed=3),
@@ -51,7 +47,7 @@ def reference():
     g = torch.Generator().manual_seed(0)
     inputs = {"x_T": torch.randn(2, 4, 8, 8, generator=g), "cond": torch.randn(2, 5, 32, generator=g),
               "uncond": torch.randn(2, 5, 32, generator=g), "x0": torch.randn(2, 4, 8, 8, generator=g)}
-    params = {"unet": SMALL_UNET_ORIGINAL, "ddconfig": TINY_VAE, "cases": CASES}
+    params = {"unet": SMALL_UNET_PARAMS, "ddconfig": SMALL_DDCONFIG, "cases": CASES}
     _, outputs = run_original("sampling", params, inputs, seed=2)
     unets = {}
     for parameterization in ("eps", "v"):

@@ -74,6 +74,7 @@ def judge(pairs: list[tuple[str, Path]], title: str) -> tuple[float, float]:
     return colours_right / n, shape_right / n
 
 
+@pytest.mark.slow  # the main job twice: twelve samples through the command line
 def test_the_main_job_writes_six_samples_and_a_grid_with_the_same_bytes_for_the_same_seed(tmp_path):
     """README line 1: no --ckpt, 3 samples x 2 iterations, 50 DDIM steps; twice, into two folders."""
     runs = []

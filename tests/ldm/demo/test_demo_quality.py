@@ -13,6 +13,8 @@ from ldm.demo.shapes import HELD_OUT
 
 from .test_demo_model import TRAINING_SAMPLE, judge, sample_captions
 
+pytestmark = pytest.mark.slow  # 68 images through the command line
+
 
 @pytest.mark.parametrize("name, combinations", [("held-out", HELD_OUT), ("training", TRAINING_SAMPLE)])
 def test_the_demo_model_draws_what_the_caption_says_through_the_cli_at_its_defaults(name, combinations, tmp_path):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -17,6 +18,8 @@ from ldm.pipeline import StableDiffusion
 
 ROOT = Path(__file__).resolve().parents[3]
 FEW_STEPS = ["--autoencoder-steps", "3", "--denoiser-steps", "4", "--batch-size", "4", "--no-progress"]
+
+pytestmark = pytest.mark.slow  # training runs
 
 
 def train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
