@@ -1,8 +1,13 @@
 """Our weights <-> the diffusers folder layout, both ways, every stored tensor bit for bit.
 
-    to_diffusers(sd, "out/")             # StableDiffusion -> a folder StableDiffusionPipeline loads
-    sd = from_diffusers("out/")          # such a folder -> StableDiffusion (variant from its configs)
-    convert("v1-5.safetensors", "out/")  # original file -> folder; to="original" for the way back
+State dicts in, state dicts out (our StableDiffusion's names); the whole model is the ldm side's:
+
+    write_folder(config, state, "out/", dtype)    # -> a folder StableDiffusionPipeline loads
+    config = folder_variant("out/")               # the variant, from the folder's configs
+    state = read_folder("out/", config, shapes)   # -> our names (shapes: our model's, see not_stored)
+
+    sd.save_diffusers("out/"), StableDiffusion.from_diffusers("out/")   # ldm/pipeline.py
+    convert("v1-5.safetensors", "out/")                                  # ldm/convert.py, both ways
 
 A diffusers pipeline folder holds one subfolder per component, each with its config.json:
 
@@ -30,13 +35,13 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
 from ldm.config import PRESETS, ModelConfig
-from ldm.pipeline import StableDiffusion
 from tokenizer.bpe import load_merges
 from tokenizer.clip_tokenizer import build_vocabulary
 
@@ -44,7 +49,6 @@ from .detect import BY_IN_CHANNELS, VariantError
 from .keymap import diffusers_autoencoder, diffusers_text, diffusers_unet
 from .keymap.diffusers_component import ComponentMap
 from .read import read_checkpoint
-from .remap import load_state
 
 log = logging.getLogger("ldm")
 
@@ -65,8 +69,9 @@ PIPELINES = {
 }
 UPSCALER_REFUSED = ("the x4 upscaler is not supported: diffusers runs it with StableDiffusionUpscalePipeline "
                     "(a low-resolution image input and a second noise scheduler), a different folder layout")
-# The CLIP tokenizer's special tokens as the original CLIP and HF name them.
-START_OF_TEXT, END_OF_TEXT = "<|startoftext|>", "<|endoftext|>"
+# The CLIP tokenizer's special tokens (ids 49406, 49407) as OpenAI's CLIP and HF spell them; our
+# tokenizer (tokenizer/clip_tokenizer.py) spells them as open_clip does, "<start_of_text>".
+HF_START_OF_TEXT, HF_END_OF_TEXT = "<|startoftext|>", "<|endoftext|>"
 
 
 # -- what each file holds --------------------------------------------------------------------------
@@ -118,14 +123,14 @@ def tokenizer_files(config: ModelConfig) -> dict[str, str]:
     BPE data. v1 pads with end-of-text (49407); v2 pads with "!", id 0, as open_clip (and diffusers'
     stabilityai/stable-diffusion-2 folders)."""
     merges = load_merges()
-    vocabulary = build_vocabulary(merges)[:-2] + [START_OF_TEXT, END_OF_TEXT]  # ids 49406, 49407
-    pad = END_OF_TEXT if config.text_encoder.pad_with == "eot" else vocabulary[0]
+    vocabulary = build_vocabulary(merges)[:-2] + [HF_START_OF_TEXT, HF_END_OF_TEXT]  # ids 49406, 49407
+    pad = HF_END_OF_TEXT if config.text_encoder.pad_with == "eot" else vocabulary[0]
 
     def special(content: str) -> dict:
         return {"content": content, "single_word": False, "lstrip": False, "rstrip": False, "normalized": True}
 
-    special_tokens = {"bos_token": special(START_OF_TEXT), "eos_token": special(END_OF_TEXT),
-                      "unk_token": special(END_OF_TEXT), "pad_token": pad}
+    special_tokens = {"bos_token": special(HF_START_OF_TEXT), "eos_token": special(HF_END_OF_TEXT),
+                      "unk_token": special(HF_END_OF_TEXT), "pad_token": pad}
     tokenizer_config = {
         "tokenizer_class": "CLIPTokenizer", "model_max_length": config.text_encoder.context_length,
         "do_lower_case": True, "errors": "replace", "add_prefix_space": False,
@@ -169,20 +174,22 @@ def check_output_folder(folder: str | Path) -> Path:
     return folder
 
 
-def to_diffusers(sd: StableDiffusion, folder: str | Path, dtype: torch.dtype | None = None) -> Path:
-    """Write `sd` as a diffusers pipeline folder. dtype: the stored float type (None: the model's).
+def write_folder(config: ModelConfig, state: Mapping[str, torch.Tensor], folder: str | Path,
+                 dtype: torch.dtype) -> Path:
+    """Write our StableDiffusion state dict (`unet.*`, `vae.*`, `text_encoder.*`) as a diffusers
+    pipeline folder, its float tensors stored as `dtype`.
 
     The folder is written under a temporary name beside it and renamed when complete, so a failure
     leaves no half-written folder behind."""
-    config = sd.config
     if config.name == "x4-upscaler":
         raise VariantError(f"cannot write {folder}: {UPSCALER_REFUSED}")
     folder = check_output_folder(folder)
-    dtype = dtype or sd.dtype
     partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
     try:
         for component, table in component_maps(config).items():
-            tensors = table.to_diffusers(getattr(sd, component).state_dict(), f"{config.name} {component}", dtype)
+            prefix = f"{component}."
+            ours = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            tensors = table.to_diffusers(ours, f"{config.name} {component}", dtype)
             (partial / component).mkdir()
             save_file({k: v.cpu() for k, v in tensors.items()},
                       str(partial / component / f"{FILES[component][0]}.safetensors"), metadata={"format": "pt"})
@@ -271,12 +278,10 @@ def check_config(path: Path, found: dict, expected: dict, variant: str) -> None:
         raise ValueError(f"{path}: does not describe the {variant} variant: " + "; ".join(wrong))
 
 
-def from_diffusers(folder: str | Path, variant: str | None = None,
-                   dtype: torch.dtype = torch.float32) -> StableDiffusion:
-    """Read a diffusers pipeline folder into a StableDiffusion on the CPU (in `dtype`).
-
-    The folder's `tokenizer/` is not read: ours is built in and pads as the variant's original did.
-    The scheduler config tells eps from v; the schedule itself is the variant's (ours recomputes it)."""
+def folder_variant(folder: str | Path, variant: str | None = None, dtype: torch.dtype = torch.float32) -> ModelConfig:
+    """The variant of a diffusers pipeline folder, from its configs (or `variant`, which wins), each
+    component's config checked field by field against the variant's. dtype: the one expected in
+    text_encoder/config.json's torch_dtype."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: not a folder (a diffusers pipeline folder is expected)")
@@ -301,10 +306,18 @@ def from_diffusers(folder: str | Path, variant: str | None = None,
     if schedule != {k: expected["scheduler"][k] for k in SCHEDULE_FIELDS}:
         log.warning("%s: the scheduler's training schedule %s is not the %s variant's; the variant's is used",
                     folder, schedule, variant)
+    return config
 
+
+def read_folder(folder: str | Path, config: ModelConfig, shapes: Mapping[str, torch.Size],
+                dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """The weights of a diffusers pipeline folder under our StableDiffusion names, as `dtype`.
+    shapes: our model's state-dict shapes, which size the tensors diffusers does not store.
+
+    The folder's `tokenizer/` is not read: ours is built in and pads as the variant's original did.
+    The scheduler config told eps from v (folder_variant); the schedule itself is the variant's."""
+    folder = Path(folder)
     weights = {c: weights_path(folder / c, stem) for c, (stem, _) in FILES.items() if stem}
-    with torch.device("meta"):
-        model = StableDiffusion(config)
     state = {}
     for component, table in component_maps(config).items():
         tensors = {}
@@ -312,29 +325,9 @@ def from_diffusers(folder: str | Path, variant: str | None = None,
             tensors |= read_checkpoint(path)
         if component == "text_encoder":
             tensors = diffusers_text.with_text_model_level(tensors)
-        shapes = {k: v.shape for k, v in getattr(model, component).state_dict().items()}
-        what = f"{folder / component} ({variant})"
-        state |= {f"{component}.{k}": v.to(dtype) for k, v in table.from_diffusers(tensors, what, shapes).items()}
+        prefix = f"{component}."
+        component_shapes = {k[len(prefix):]: v for k, v in shapes.items() if k.startswith(prefix)}
+        what = f"{folder / component} ({config.name})"
+        state |= {prefix + k: v.to(dtype) for k, v in table.from_diffusers(tensors, what, component_shapes).items()}
         del tensors
-    load_state(model, state, f"{folder} ({variant})", assign=True)
-    return model.eval()
-
-
-# -- one call for a command line -------------------------------------------------------------------
-
-def convert(in_path: str | Path, out_path: str | Path, variant: str | None = None, to: str = "diffusers",
-            half: bool = False) -> Path:
-    """Original single file -> diffusers folder (to="diffusers"), or folder -> original file
-    (to="original", `.safetensors` or `.ckpt` by out_path's extension). Weights are stored float32,
-    or float16 with half=True. variant=None detects it (the file's rules, or the folder's configs)."""
-    dtype = torch.float16 if half else torch.float32
-    if to == "diffusers":
-        check_output_folder(out_path)  # before the long load
-        sd = StableDiffusion.from_checkpoint(in_path, variant, device="cpu", dtype=torch.float32)
-        return to_diffusers(sd, out_path, dtype)
-    if to == "original":
-        if Path(out_path).exists():
-            raise FileExistsError(f"{out_path} exists; choose another name (files are never overwritten)")
-        sd = from_diffusers(in_path, variant)
-        return sd.to(dtype).save_checkpoint(out_path)
-    raise ValueError(f"to={to!r}: use 'diffusers' (original file -> folder) or 'original' (folder -> file)")
+    return state

@@ -81,7 +81,7 @@ def unet_kinds(config: ModelConfig) -> list[BlockKind]:
     for d in range(config.unet.transformer_depth):
         transformer |= {f"transformer_blocks.{d}.{k}": f"blocks.{d}.{v}" for k, v in unet.TRANSFORMER_BLOCK.items()}
     return [BlockKind("SpatialTransformer", transformer),
-            BlockKind("ResBlock + skip", unet.RESBLOCK | unet.RESBLOCK_SKIP),
+            BlockKind("ResBlock + shortcut", unet.RESBLOCK | unet.RESBLOCK_SHORTCUT),
             BlockKind("ResBlock", dict(unet.RESBLOCK)), BlockKind("weight, bias", dict(unet.CONV))]
 
 
@@ -129,7 +129,7 @@ COMPONENTS = [
 
 def split_into_blocks(table: dict[str, str], kinds: list[BlockKind]) -> tuple[list[Row], dict[str, str]]:
     """(one row per block, the keys no block kind covers). Bigger kinds claim their keys first, so
-    a ResBlock with a skip is not read as a plain ResBlock plus a stray conv."""
+    a ResBlock with a shortcut is not read as a plain ResBlock plus a stray conv."""
     claimed: set[str] = set()
     found: list[tuple[int, Row]] = []
     position = {key: i for i, key in enumerate(table)}
@@ -223,7 +223,7 @@ def render_component(component: Component) -> list[str]:
     rows = collapse(rows)
     if expand(rows, rest, kinds) != table:
         raise AssertionError(f"{component.title}: the rendered blocks do not expand back to original_to_ours")
-    # Smallest first, so that a kind which extends another (ResBlock + skip) comes after it.
+    # Smallest first, so that a kind which extends another (ResBlock + shortcut) comes after it.
     used = sorted((kind for kind in kinds if any(row.kind == kind.name for row in rows)), key=lambda k: len(k.table))
 
     lines = [f"## {component.title}: `{component.file_prefix}*` -> `{component.our_prefix}*`", "",
@@ -241,7 +241,7 @@ def render_component(component: Component) -> list[str]:
     for kind in used:
         if kind.table == PARAMETERS:
             continue
-        # A kind that extends another (ResBlock + skip) shows only what it adds.
+        # A kind that extends another (ResBlock + shortcut) shows only what it adds.
         base = next((k for k in used if k is not kind and k.table != PARAMETERS
                      and k.table.items() < kind.table.items()), None)
         shown = {k: v for k, v in kind.table.items() if base is None or k not in base.table}

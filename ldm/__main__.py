@@ -1,4 +1,4 @@
-"""`python -m ldm ...`: the command line (see ldm/cli.py)."""
+"""`python -m ldm ...`: the command line (see ldm/cli/)."""
 
 import sys
 

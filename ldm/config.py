@@ -50,7 +50,10 @@ class AutoencoderConfig:
     base_channels: int = 128  # the original's `ch`
     channel_mult: tuple[int, ...] = (1, 2, 4, 4)  # len - 1 halvings: f8 here, f4 for (1, 2, 4)
     num_res_blocks: int = 2
-    latent_channels: int = 4  # the original's z_channels (the encoder outputs 2x: mean and log-variance)
+    # The original's two latent widths: z_channels at the encoder's output and the decoder's input
+    # (the encoder outputs 2x: mean and log-variance), embed_dim after the 1x1 moments_conv: the
+    # latent the UNet sees (ModelConfig.latent_channels). Equal in every Stable Diffusion VAE.
+    z_channels: int = 4
     embed_dim: int = 4
     norm_groups: int = 32
 
@@ -98,12 +101,15 @@ class ModelConfig:
     prediction: Literal["eps", "v"] = "eps"
     scale_factor: float = 0.18215  # z = scale_factor * E(x): unit variance latents (LDM sec. 4.3.2)
     image_size: int = 512  # the size the model was trained at; the pipeline's default
-    # x4 upscaler: the low-resolution image is noised in image space up to this level.
-    max_noise_level: int | None = None
-    low_res_schedule: ScheduleConfig | None = None
+    # What the model was trained to do; a txt2img model serves img2img too. The original tells it
+    # by the model class: LatentDiffusion (txt2img), LatentInpaintDiffusion (inpaint: the latent,
+    # mask and masked image's latent), LatentDepth2ImageDiffusion (depth2img: the latent and a depth
+    # map), LatentUpscaleDiffusion (upscale: the latent and the low-resolution image).
+    task: Literal["txt2img", "inpaint", "depth2img", "upscale"] = "txt2img"
 
     @property
     def latent_channels(self) -> int:
+        """The channels of the latent z the UNet denoises (the autoencoder's embed_dim)."""
         return self.autoencoder.embed_dim
 
 
@@ -122,10 +128,10 @@ V1 = ModelConfig("v1", V1_UNET, F8_AUTOENCODER, CLIP_VIT_L_TEXT)
 V2 = ModelConfig("v2", V2_UNET, F8_AUTOENCODER, OPENCLIP_VIT_H_TEXT)
 V2_V = ModelConfig("v2-v", V2_UNET, F8_AUTOENCODER, OPENCLIP_VIT_H_TEXT, prediction="v", image_size=768)
 V2_INPAINTING = ModelConfig(
-    "v2-inpainting", replace(V2_UNET, in_channels=9), F8_AUTOENCODER, OPENCLIP_VIT_H_TEXT
+    "v2-inpainting", replace(V2_UNET, in_channels=9), F8_AUTOENCODER, OPENCLIP_VIT_H_TEXT, task="inpaint"
 )
 V2_DEPTH = ModelConfig(
-    "v2-depth", replace(V2_UNET, in_channels=5), F8_AUTOENCODER, OPENCLIP_VIT_H_TEXT
+    "v2-depth", replace(V2_UNET, in_channels=5), F8_AUTOENCODER, OPENCLIP_VIT_H_TEXT, task="depth2img"
 )
 X4_UPSCALER = ModelConfig(
     "x4-upscaler",
@@ -140,8 +146,7 @@ X4_UPSCALER = ModelConfig(
     prediction="v",
     scale_factor=0.08333,
     image_size=512,  # output size; the input is 128x128 (latents 128x128 at f4)
-    max_noise_level=350,
-    low_res_schedule=ScheduleConfig(linear_start=0.0001, linear_end=0.02),
+    task="upscale",
 )
 
 # The project's own small model (trained by `python -m ldm train-demo`, shipped with the package):

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from checkpoints_convert import diffusers
 from checkpoints_convert.detect import probe_v_prediction
 from checkpoints_convert.load import read_original
 from checkpoints_convert.remap import load_state
@@ -24,12 +25,13 @@ from checkpoints_convert.save import to_original, write_checkpoint
 from samplers.schedule import NoiseSchedule
 from tokenizer import CLIPTokenizer
 
-from . import generate
 from .config import PRESETS, ModelConfig
 from .modules.autoencoder import AutoencoderKL
 from .modules.clip_text import CLIPTextEncoder
 from .modules.openclip_text import OpenCLIPTextEncoder
 from .modules.unet import UNet
+from .tasks.img2img import img2img
+from .tasks.txt2img import txt2img
 
 log = logging.getLogger("ldm")
 
@@ -122,19 +124,10 @@ class StableDiffusion(nn.Module):
             raise FileNotFoundError(f"the bundled demo model {CHECKPOINT} is missing; re-install the package")
         return cls.from_checkpoint(CHECKPOINT, variant=None, device=device, dtype=dtype)
 
-    def txt2img(self, prompt, negative_prompt="", steps=50, sampler="ddim", guidance_scale=7.5, eta=0.0,
-                height=None, width=None, seed=None, n=1, x_T=None, output="pil", callback=None, progress=True):
-        """Text to image. -> list of PIL images | images [n, 3, H, W] in [0, 1] ("tensor") | the
-        final latent in x_T's scaled space ("latent"). See ldm/generate.py for every step."""
-        return generate.txt2img(self, prompt, negative_prompt, steps, sampler, guidance_scale, eta, height, width,
-                                seed, n, x_T, output, callback, progress)
-
-    def img2img(self, image, prompt, strength=0.75, negative_prompt="", steps=50, sampler="ddim", guidance_scale=7.5,
-                eta=0.0, seed=None, n=1, output="pil", callback=None, progress=True):
-        """Image (PIL, or [B, 3, H, W] in [-1, 1]) to image, SDEdit-style with DDIM: strength 0 gives
-        the VAE round trip of the input, 1 starts from pure noise."""
-        return generate.img2img(self, image, prompt, strength, negative_prompt, steps, sampler, guidance_scale, eta,
-                                seed, n, output, callback, progress)
+    # The tasks (ldm/tasks/, one file each) are the methods themselves: sd.txt2img(...) is
+    # txt2img(sd, ...), with its signature (keyword-only after the prompt) and its docstring.
+    txt2img = txt2img
+    img2img = img2img
 
     def _set_config(self, config: ModelConfig) -> None:
         self.config, self.variant = config, config.name
@@ -144,3 +137,22 @@ class StableDiffusion(nn.Module):
         """Write the original single-file layout: `.safetensors`, or `.ckpt` (a torch zip pickle)."""
         state = {k: v for k, v in self.state_dict().items()}
         return write_checkpoint(path, to_original(self.config, state), metadata)
+
+    @classmethod
+    def from_diffusers(cls, folder: str | Path, variant: str | None = None,
+                       dtype: torch.dtype = torch.float32) -> StableDiffusion:
+        """Read a diffusers pipeline folder (StableDiffusionPipeline's layout) into a model on the
+        CPU, in `dtype`; the variant from the folder's configs unless given
+        (checkpoints_convert/diffusers.py)."""
+        config = diffusers.folder_variant(folder, variant, dtype)
+        with torch.device("meta"):
+            model = cls(config)
+        shapes = {k: v.shape for k, v in model.state_dict().items()}
+        state = diffusers.read_folder(folder, config, shapes, dtype)
+        load_state(model, state, f"{folder} ({config.name})", assign=True)
+        return model.eval()
+
+    def save_diffusers(self, folder: str | Path, dtype: torch.dtype | None = None) -> Path:
+        """Write a diffusers pipeline folder that StableDiffusionPipeline.from_pretrained loads
+        (dtype: the stored float type; None: the model's). Never into a non-empty folder."""
+        return diffusers.write_folder(self.config, self.state_dict(), folder, dtype or self.dtype)

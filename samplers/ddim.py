@@ -10,26 +10,12 @@ eta = 0 (sigma = 0) is the deterministic DDIM; eta = 1 recovers DDPM's ancestral
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from tqdm.auto import tqdm
 
-from .prediction import eps_from_v, x0_from_v
-from .schedule import DDIMCoefficients, NoiseSchedule
-
-# model(x_t [B, C, H, W], t [B] long) -> eps or v; callback(i, t, x_prev, pred_x0) after each step
-Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-Callback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
-
-
-def eps_and_x0(model_output: torch.Tensor, x: torch.Tensor, t: torch.Tensor, a_t: torch.Tensor,
-               schedule: NoiseSchedule, prediction: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(eps, predicted x0) from the network's output, for an eps- or v-model, as the original computes them."""
-    if prediction == "v":
-        return eps_from_v(schedule, x, t, model_output), x0_from_v(schedule, x, t, model_output)
-    eps = model_output
-    return eps, (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+from .common import Callback, Model
+from .prediction import eps_and_x0
+from .schedule import DDIMCoefficients, NoiseSchedule, ddim_timesteps
 
 
 def ddim_update(pred_x0: torch.Tensor, eps: torch.Tensor, a_prev: torch.Tensor, sigma: torch.Tensor,
@@ -46,12 +32,13 @@ def step_scalars(coefficients: DDIMCoefficients, index: int, x: torch.Tensor) ->
 
 
 @torch.no_grad()
-def sample_ddim(model: Model, x_T: torch.Tensor, schedule: NoiseSchedule, steps: int, eta: float = 0.0,
-                prediction: str = "eps", first_index: int | None = None,
+def sample_ddim(model: Model, x_T: torch.Tensor, schedule: NoiseSchedule, steps: int, *, prediction: str = "eps",
+                eta: float = 0.0, first_index: int | None = None,
                 generator: torch.Generator | list[torch.Generator] | None = None,
                 callback: Callback | None = None, progress: bool = True) -> torch.Tensor:
     """Run DDIM from x_T down to x_0. -> the final latent [B, C, H, W], in x_T's (scaled) space.
 
+    eta: DDIM's sigma scale (eq. 16): 0 deterministic, 1 DDPM's ancestral variance.
     first_index: start at DDIM step `first_index - 1` instead of the last (img2img's t_enc).
     generator: draws the eta > 0 noise, one N(0, I) per step, on the CPU (same on every device);
         a list gives each batch element its own generator (so an image does not depend on its batch).
@@ -88,6 +75,7 @@ def noise_to_step(x0: torch.Tensor, noise: torch.Tensor, schedule: NoiseSchedule
     """
     if t_enc == steps:
         return noise
-    a = DDIMCoefficients.make(schedule, steps, eta=0.0).alphas[t_enc].to(x0.device)
-    # The original takes sqrt(a) in float32 and sqrt(1 - a) through numpy float32.
-    return a.sqrt().to(x0.dtype) * x0 + (1 - a).sqrt().to(x0.dtype) * noise
+    # The forward process q(x_t | x_0) at t = the DDIM timestep of index t_enc; the original takes
+    # sqrt(a) and sqrt(1 - a) of the float32 alpha_bar, as q_sample does.
+    t = ddim_timesteps(steps, schedule.num_timesteps)[t_enc]
+    return schedule.q_sample(x0, t.expand(x0.shape[0]), noise)

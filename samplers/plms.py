@@ -19,7 +19,9 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from .ddim import Callback, Model, ddim_update, eps_and_x0, step_scalars
+from .common import Callback, Model
+from .ddim import ddim_update, step_scalars
+from .prediction import eps_and_x0, x0_from_eps
 from .schedule import DDIMCoefficients, NoiseSchedule
 
 
@@ -33,9 +35,12 @@ def multistep_eps(eps: torch.Tensor, previous: list[torch.Tensor]) -> torch.Tens
 
 
 @torch.no_grad()
-def sample_plms(model: Model, x_T: torch.Tensor, schedule: NoiseSchedule, steps: int, prediction: str = "eps",
+def sample_plms(model: Model, x_T: torch.Tensor, schedule: NoiseSchedule, steps: int, *, prediction: str = "eps",
                 callback: Callback | None = None, progress: bool = True) -> torch.Tensor:
-    """Run PLMS from x_T down to x_0 -> the final latent [B, C, H, W] (eta is always 0)."""
+    """Run PLMS from x_T down to x_0 -> the final latent [B, C, H, W].
+
+    It takes none of the optional keywords (samplers/common.py): it adds no noise (no eta), and
+    its multistep history needs the whole schedule from x_T (no first_index)."""
     coefficients = DDIMCoefficients.make(schedule, steps, eta=0.0)
     timesteps = coefficients.timesteps.flip(0).tolist()  # descending: the order they are visited
     x, batch = x_T, x_T.shape[0]
@@ -52,14 +57,14 @@ def sample_plms(model: Model, x_T: torch.Tensor, schedule: NoiseSchedule, steps:
         if not previous:
             # Pseudo improved Euler: a DDIM step with eps, then eps at the next timestep there
             # (on the last step the original's t_next is the last timestep again).
-            pred_x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+            pred_x0 = x0_from_eps(x, eps, a_t)
             x_next = ddim_update(pred_x0, eps, a_prev, sigma, None)
             t_next = timesteps[min(i + 1, len(timesteps) - 1)]
             eps_next, _ = eps_of(x_next, t_next, a_prev)
             eps_prime = (eps + eps_next) / 2
         else:
             eps_prime = multistep_eps(eps, previous)
-        pred_x0 = (x - (1 - a_t).sqrt() * eps_prime) / a_t.sqrt()
+        pred_x0 = x0_from_eps(x, eps_prime, a_t)
         x = ddim_update(pred_x0, eps_prime, a_prev, sigma, None)
         previous = (previous + [eps])[-3:]
         if callback is not None:

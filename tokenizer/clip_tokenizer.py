@@ -15,6 +15,8 @@ import torch
 from .bpe import END_OF_WORD, BytePairEncoder, bytes_to_unicode, load_merges
 from .clean import clean_text
 
+# The two special tokens (ids 49406, 49407), spelled as open_clip's SimpleTokenizer spells them;
+# OpenAI's CLIP and HF write "<|startoftext|>" / "<|endoftext|>" (checkpoints_convert/diffusers.py).
 START_OF_TEXT = "<start_of_text>"
 END_OF_TEXT = "<end_of_text>"
 PAD_CHOICES = {"eot": "pad with the end-of-text id 49407 (SD v1)", "zero": "pad with 0 (SD v2)"}

@@ -88,9 +88,9 @@ def ours_to_diffusers(config: AutoencoderConfig) -> ComponentMap:
 def vae_config(config: AutoencoderConfig, scale_factor: float, sample_size: int) -> dict:
     """The `vae/config.json` of diffusers' AutoencoderKL. diffusers has one `latent_channels` for
     both the original's z_channels and embed_dim (equal in every Stable Diffusion VAE)."""
-    if config.latent_channels != config.embed_dim:
-        raise ValueError(f"diffusers' AutoencoderKL needs latent_channels == embed_dim; this autoencoder has "
-                         f"{config.latent_channels} and {config.embed_dim}")
+    if config.z_channels != config.embed_dim:
+        raise ValueError(f"diffusers' AutoencoderKL needs z_channels == embed_dim (its one latent_channels); this autoencoder has "
+                         f"{config.z_channels} and {config.embed_dim}")
     levels = len(config.channel_mult)
     return {
         "_class_name": "AutoencoderKL",
@@ -101,7 +101,7 @@ def vae_config(config: AutoencoderConfig, scale_factor: float, sample_size: int)
         "down_block_types": ["DownEncoderBlock2D"] * levels,
         "up_block_types": ["UpDecoderBlock2D"] * levels,
         "layers_per_block": config.num_res_blocks,
-        "latent_channels": config.latent_channels,
+        "latent_channels": config.z_channels,
         "norm_num_groups": config.norm_groups,
         "act_fn": "silu",
         "scaling_factor": scale_factor,

@@ -18,7 +18,7 @@ PARAMS = ("weight", "bias")
 
 # Inside one ResBlock (diffusers' ResnetBlock2D): ours -> diffusers, each with weight and bias.
 RESBLOCK = {"norm1": "norm1", "conv1": "conv1", "time_proj": "time_emb_proj", "norm2": "norm2", "conv2": "conv2"}
-RESBLOCK_SKIP = {"skip": "conv_shortcut"}  # only where the block changes width
+RESBLOCK_SHORTCUT = {"shortcut": "conv_shortcut"}  # only where the block changes width
 
 # Inside one SpatialTransformer (diffusers' Transformer2DModel), outside its blocks.
 TRANSFORMER = {"norm": "norm", "proj_in": "proj_in", "proj_out": "proj_out"}
@@ -48,8 +48,8 @@ def _params(table: dict[str, str], ours: str, theirs: str) -> dict[str, str]:
     return {f"{ours}.{o}.{p}": f"{theirs}.{t}.{p}" for o, t in table.items() for p in PARAMS}
 
 
-def _resblock(ours: str, theirs: str, has_skip: bool) -> dict[str, str]:
-    return _params({**RESBLOCK, **(RESBLOCK_SKIP if has_skip else {})}, ours, theirs)
+def _resblock(ours: str, theirs: str, has_shortcut: bool) -> dict[str, str]:
+    return _params({**RESBLOCK, **(RESBLOCK_SHORTCUT if has_shortcut else {})}, ours, theirs)
 
 
 def _transformer(ours: str, theirs: str, depth: int) -> dict[str, str]:
@@ -83,9 +83,9 @@ def ours_to_diffusers(config: UNetConfig) -> ComponentMap:
             table |= _params({"conv": "conv"}, f"down.{level}.downsample", f"down_blocks.{level}.downsamplers.0")
             skip_channels.append(channels)
 
-    table |= _resblock("mid.res_1", "mid_block.resnets.0", False)
+    table |= _resblock("mid.res_block_1", "mid_block.resnets.0", False)
     table |= _transformer("mid.attention", "mid_block.attentions.0", depth)
-    table |= _resblock("mid.res_2", "mid_block.resnets.1", False)
+    table |= _resblock("mid.res_block_2", "mid_block.resnets.1", False)
 
     for level, mult in reversed(list(enumerate(c.channel_mult))):
         theirs = f"up_blocks.{levels - 1 - level}"

@@ -17,7 +17,7 @@ RESBLOCK = {
     "out_layers.0.weight": "norm2.weight", "out_layers.0.bias": "norm2.bias",
     "out_layers.3.weight": "conv2.weight", "out_layers.3.bias": "conv2.bias",
 }
-RESBLOCK_SKIP = {"skip_connection.weight": "skip.weight", "skip_connection.bias": "skip.bias"}
+RESBLOCK_SHORTCUT = {"skip_connection.weight": "shortcut.weight", "skip_connection.bias": "shortcut.bias"}
 
 # Tensors inside one SpatialTransformer, outside its blocks.
 TRANSFORMER = {
@@ -56,8 +56,8 @@ def _prefixed(table: dict[str, str], original: str, ours: str) -> dict[str, str]
     return {f"{original}.{k}": f"{ours}.{v}" for k, v in table.items()}
 
 
-def _resblock(original: str, ours: str, has_skip: bool) -> dict[str, str]:
-    return _prefixed({**RESBLOCK, **(RESBLOCK_SKIP if has_skip else {})}, original, ours)
+def _resblock(original: str, ours: str, has_shortcut: bool) -> dict[str, str]:
+    return _prefixed({**RESBLOCK, **(RESBLOCK_SHORTCUT if has_shortcut else {})}, original, ours)
 
 
 def _transformer(original: str, ours: str, depth: int) -> dict[str, str]:
@@ -90,9 +90,9 @@ def original_to_ours(config: UNetConfig) -> dict[str, str]:
             skip_channels.append(channels)
             n += 1
 
-    table |= _resblock("middle_block.0", "mid.res_1", False)
+    table |= _resblock("middle_block.0", "mid.res_block_1", False)
     table |= _transformer("middle_block.1", "mid.attention", depth)
-    table |= _resblock("middle_block.2", "mid.res_2", False)
+    table |= _resblock("middle_block.2", "mid.res_block_2", False)
 
     n = 0
     for level, mult in reversed(list(enumerate(c.channel_mult))):

@@ -75,10 +75,10 @@ class Encoder(nn.Module):
         self.mid = MidBlock(widths[-1], groups)
         self.norm_out = group_norm(widths[-1], groups)
         # Twice the latent channels: the mean and the log-variance of each latent entry.
-        self.conv_out = nn.Conv2d(widths[-1], 2 * config.latent_channels, kernel_size=3, padding=1)
+        self.conv_out = nn.Conv2d(widths[-1], 2 * config.z_channels, kernel_size=3, padding=1)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        # image: [B, 3, H, W] -> moments [B, 2 * latent_channels, H/f, W/f]
+        # image: [B, 3, H, W] -> moments [B, 2 * z_channels, H/f, W/f]
         x = self.conv_in(image)
         for level in self.levels:
             x = level(x)
@@ -93,7 +93,7 @@ class Decoder(nn.Module):
         super().__init__()
         widths = [config.base_channels * m for m in config.channel_mult]
         groups = config.norm_groups
-        self.conv_in = nn.Conv2d(config.latent_channels, widths[-1], kernel_size=3, padding=1)
+        self.conv_in = nn.Conv2d(config.z_channels, widths[-1], kernel_size=3, padding=1)
         self.mid = MidBlock(widths[-1], groups)
         # Levels in the order they run: lowest resolution (widest) first. The original indexes them
         # the other way round (its `up.0` runs last); the key map does the renumbering.
@@ -107,7 +107,7 @@ class Decoder(nn.Module):
         self.conv_out = nn.Conv2d(widths[0], config.out_channels, kernel_size=3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        # z: [B, latent_channels, h, w] -> image [B, 3, h*f, w*f]
+        # z: [B, z_channels, h, w] -> image [B, 3, h*f, w*f]
         x = self.mid(self.conv_in(z))
         for level in self.levels:
             x = level(x)
@@ -152,8 +152,8 @@ class AutoencoderKL(nn.Module):
         # 1x1 convs between the encoder/decoder's latent width and the latent the UNet sees
         # (embed_dim). The original calls them quant_conv / post_quant_conv, names left over from
         # VQGAN: nothing is quantised in the KL model.
-        self.moments_conv = nn.Conv2d(2 * config.latent_channels, 2 * config.embed_dim, kernel_size=1)
-        self.latent_conv = nn.Conv2d(config.embed_dim, config.latent_channels, kernel_size=1)
+        self.moments_conv = nn.Conv2d(2 * config.z_channels, 2 * config.embed_dim, kernel_size=1)
+        self.latent_conv = nn.Conv2d(config.embed_dim, config.z_channels, kernel_size=1)
 
     def encode(self, image: torch.Tensor) -> DiagonalGaussian:
         # image: [B, in_channels, H, W] in [-1, 1], H and W multiples of f -> q(z|x) over [B, embed_dim, H/f, W/f]

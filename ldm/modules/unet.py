@@ -70,13 +70,15 @@ class ResBlock(nn.Module):
         self.time_proj = nn.Linear(time_embed_dim, out_channels)
         self.norm2 = Float32GroupNorm(norm_groups, out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+        # The original's `skip_connection`: a 1x1 conv, only when widths differ (as the VAE's ResBlock).
+        self.shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
 
     def forward(self, x: torch.Tensor, time_emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
         h = h + self.time_proj(F.silu(time_emb)).to(h.dtype)[:, :, None, None]
         h = self.conv2(F.silu(self.norm2(h)))
-        return self.skip(x) + h
+        skip = x if self.shortcut is None else self.shortcut(x)
+        return skip + h
 
 
 class Downsample(nn.Module):
@@ -126,12 +128,12 @@ class MidBlock(nn.Module):
 
     def __init__(self, channels: int, time_embed_dim: int, attention: SpatialTransformer, norm_groups: int):
         super().__init__()
-        self.res_1 = ResBlock(channels, channels, time_embed_dim, norm_groups)
+        self.res_block_1 = ResBlock(channels, channels, time_embed_dim, norm_groups)
         self.attention = attention
-        self.res_2 = ResBlock(channels, channels, time_embed_dim, norm_groups)
+        self.res_block_2 = ResBlock(channels, channels, time_embed_dim, norm_groups)
 
     def forward(self, h: torch.Tensor, time_emb: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        return self.res_2(self.attention(self.res_1(h, time_emb), context), time_emb)
+        return self.res_block_2(self.attention(self.res_block_1(h, time_emb), context), time_emb)
 
 
 class UNet(nn.Module):

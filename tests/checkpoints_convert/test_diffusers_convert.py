@@ -1,8 +1,8 @@
-"""Our weights <-> diffusers pipeline folders (checkpoints_convert/diffusers.py).
+"""Our weights <-> diffusers pipeline folders (checkpoints_convert/diffusers.py, ldm/convert.py).
 
 For v1 and v2 at full size: a StableDiffusion with every tensor random (seeded, and keyed by its
 name) is saved as an original file, converted to a diffusers folder (`convert`, i.e.
-from_checkpoint + to_diffusers) and read back (`from_diffusers`): every tensor must equal the one
+from_checkpoint + save_diffusers) and read back (`from_diffusers`): every tensor must equal the one
 drawn (torch.equal; drawn again key by key, so only one full model is in memory at a time). The
 folder converted back to an original file must hold the same tensors under the same keys. Then
 diffusers' own StableDiffusionPipeline.from_pretrained loads the folder (offline, sockets refused)
@@ -29,17 +29,10 @@ import torch
 from safetensors import safe_open
 
 from checkpoints_convert.detect import VariantError
-from checkpoints_convert.diffusers import (
-    component_configs,
-    component_maps,
-    convert,
-    from_diffusers,
-    model_index,
-    to_diffusers,
-)
+from checkpoints_convert.diffusers import component_configs, component_maps, model_index
 from ldm.config import PRESETS, V1, V2, X4_UPSCALER
+from ldm.convert import convert
 from ldm.pipeline import StableDiffusion
-from tests.reference.offline import no_network
 from tests.reference.original_ldm import relative_error
 from tests.reference.parity_record import record_parity
 from tokenizer import CLIPTokenizer
@@ -54,11 +47,8 @@ V2_DROPPED_BLOCK = "text_encoder.blocks.23."  # ours; cond_stage_model.model.tra
 V2_DROPPED_ORIGINAL = "cond_stage_model.model.transformer.resblocks.23."
 
 
-@pytest.fixture(scope="module", autouse=True)
-def offline():
-    """Everything is local: any connection attempt fails loudly."""
-    with no_network():
-        yield
+# Everything is local: any connection attempt fails loudly (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 # -- random weights, reproducible key by key ---------------------------------------------------------
@@ -152,6 +142,7 @@ def exported(request, tmp_path_factory):
 
 # -- bit-exact round trips ---------------------------------------------------------------------------------
 
+@pytest.mark.slow  # full-size v1 and v2 models
 def test_folder_layout(exported):
     folder = exported["folder"]
     names = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
@@ -169,10 +160,11 @@ def test_folder_layout(exported):
                                                                else (23, "gelu"))
 
 
+@pytest.mark.slow  # full-size v1 and v2 models
 def test_to_diffusers_and_back_is_bit_exact(exported):
     variant = exported["variant"]
     start = time.perf_counter()
-    sd = from_diffusers(exported["folder"])  # the variant from the configs
+    sd = StableDiffusion.from_diffusers(exported["folder"])  # the variant from the configs
     seconds = time.perf_counter() - start
     assert sd.variant == variant
     scales = norm_scale_keys(sd)
@@ -191,6 +183,7 @@ def test_to_diffusers_and_back_is_bit_exact(exported):
 
 # -- diffusers' own pipeline on our folder ---------------------------------------------------------------
 
+@pytest.mark.slow  # full-size v1 and v2 models
 @torch.no_grad()
 def test_diffusers_pipeline_loads_and_matches_ours(exported):
     from diffusers import DDIMScheduler, PNDMScheduler, StableDiffusionPipeline
@@ -237,6 +230,7 @@ def test_diffusers_pipeline_loads_and_matches_ours(exported):
 
 # -- the way back to an original file ----------------------------------------------------------------------
 
+@pytest.mark.slow  # full-size v1 and v2 models
 def test_original_to_diffusers_to_original_is_bit_exact(exported):
     """v1 back to float32: every tensor identical. v2 back with half=True: every tensor the float16
     rounding of the original (v2's float32 exactness, the q/k/v split included, is the test above)."""
@@ -314,7 +308,7 @@ def test_refuses_to_write_into_a_non_empty_folder(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="out exists and is not an empty folder"):
-        to_diffusers(sd, tmp_path / "out")
+        sd.save_diffusers(tmp_path / "out")
     with pytest.raises(FileExistsError, match="out exists"):
         convert(tmp_path / "no-such.ckpt", tmp_path / "out", to="diffusers")  # refused before reading
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["notes.txt"]
@@ -323,34 +317,34 @@ def test_refuses_to_write_into_a_non_empty_folder(tmp_path):
 def test_refuses_a_folder_with_a_missing_component(tmp_path):
     folder = configs_only_folder(tmp_path / "no-vae", V1, drop="vae")
     with pytest.raises(FileNotFoundError, match=r"no-vae/vae/config.json: missing \(the vae component\)"):
-        from_diffusers(folder)
+        StableDiffusion.from_diffusers(folder)
     folder = configs_only_folder(tmp_path / "no-weights", V1)
     with pytest.raises(FileNotFoundError, match=r"no-weights/unet: no weights"):
-        from_diffusers(folder)
+        StableDiffusion.from_diffusers(folder)
 
 
 def test_refuses_an_unknown_cross_attention_dim(tmp_path):
     folder = configs_only_folder(tmp_path / "sdxl-like", V1, cross_attention_dim=2048)
     with pytest.raises(VariantError, match="cross_attention_dim=2048 is no Stable Diffusion 1.x/2.x model"):
-        from_diffusers(folder)
+        StableDiffusion.from_diffusers(folder)
 
 
 def test_refuses_a_config_that_contradicts_the_explicit_variant(tmp_path):
     folder = configs_only_folder(tmp_path / "v2", V2)
     with pytest.raises(ValueError, match=r"does not describe the v1 variant: .*cross_attention_dim: the folder "
                                          r"has 1024, v1 needs 768"):
-        from_diffusers(folder, variant="v1")
+        StableDiffusion.from_diffusers(folder, variant="v1")
 
 
 def test_refuses_the_x4_upscaler_both_ways(tmp_path):
     with torch.device("meta"):
         sd = StableDiffusion(X4_UPSCALER)
     with pytest.raises(VariantError, match="x4 upscaler is not supported"):
-        to_diffusers(sd, tmp_path / "up")
+        sd.save_diffusers(tmp_path / "up")
     assert not (tmp_path / "up").exists()
     folder = configs_only_folder(tmp_path / "upscaler", V2, num_class_embeds=1000)
     with pytest.raises(VariantError, match="x4 upscaler is not supported"):
-        from_diffusers(folder)
+        StableDiffusion.from_diffusers(folder)
 
 
 def test_convert_names_the_accepted_directions(tmp_path):

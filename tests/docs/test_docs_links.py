@@ -129,7 +129,8 @@ def test_the_docs_cite_code():
     assert len(code_links) >= 20
     cited = {link.code["path"] for link in code_links}
     assert {"samplers/schedule.py", "samplers/ddim.py", "samplers/plms.py", "samplers/guidance.py",
-            "samplers/prediction.py", "ldm/generate.py", "ldm/demo/train.py"} <= cited
+            "samplers/prediction.py", "ldm/tasks/txt2img.py", "ldm/tasks/img2img.py", "ldm/tasks/common.py",
+            "ldm/demo/train.py"} <= cited
 
 
 def test_index_links_every_page():

@@ -125,7 +125,7 @@ def test_bad_arguments_are_named(sd, kwargs, error, words):
 
 def test_img2img_refuses_plms_and_bad_strength(sd):
     image = Image.new("RGB", (64, 64))
-    with pytest.raises(ValueError, match="DDIM only"):
+    with pytest.raises(ValueError, match="sampler='plms': cannot start part-way down the schedule"):
         sd.img2img(image, "a cat", sampler="plms", progress=False)
     with pytest.raises(ValueError, match="strength"):
         sd.img2img(image, "a cat", strength=1.5, progress=False)

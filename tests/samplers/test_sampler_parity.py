@@ -65,15 +65,15 @@ def run_ours(case: dict, inputs: dict, unet: UNet, callback=None) -> torch.Tenso
     model = guided(unet, inputs["cond"], uncond, case["scale"])
     generator = torch.Generator().manual_seed(case["seed"])
     if case["sampler"] == "plms":
-        return sample_plms(model, inputs["x_T"], schedule, case["steps"], case["parameterization"],
+        return sample_plms(model, inputs["x_T"], schedule, case["steps"], prediction=case["parameterization"],
                            callback=callback, progress=False)
     if case["sampler"] == "img2img":
         noise = torch.randn(inputs["x0"].shape, generator=generator)
         start = noise_to_step(inputs["x0"], noise, schedule, case["steps"], case["t_enc"])
-        return sample_ddim(model, start, schedule, case["steps"], case["eta"], case["parameterization"],
+        return sample_ddim(model, start, schedule, case["steps"], prediction=case["parameterization"], eta=case["eta"],
                            first_index=case["t_enc"], generator=generator, progress=False)
-    return sample_ddim(model, inputs["x_T"], schedule, case["steps"], case["eta"], case["parameterization"],
-                       generator=generator, callback=callback, progress=False)
+    return sample_ddim(model, inputs["x_T"], schedule, case["steps"], prediction=case["parameterization"],
+                       eta=case["eta"], generator=generator, callback=callback, progress=False)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
@@ -111,7 +111,7 @@ def test_plms_on_a_v_model_equals_plms_on_the_same_model_as_eps(reference):
         x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
         return v_from_eps_and_x0(schedule, x0, t, eps)
 
-    as_eps = sample_plms(eps_model, inputs["x_T"], schedule, 10, "eps", progress=False)
-    as_v = sample_plms(v_model, inputs["x_T"], schedule, 10, "v", progress=False)
+    as_eps = sample_plms(eps_model, inputs["x_T"], schedule, 10, prediction="eps", progress=False)
+    as_v = sample_plms(v_model, inputs["x_T"], schedule, 10, prediction="v", progress=False)
     assert as_eps.std() > 0.1
     assert relative_error(as_v, as_eps) <= 1e-5

@@ -1,0 +1,105 @@
+"""What txt2img and img2img share on the command line: the original scripts' flags, the checks
+made before a model is loaded (the tasks' own checks, run early), and the loop that writes
+OUTDIR/samples/NNNNN.png and the grid (ldm/outputs.py)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Callable
+
+from samplers import SAMPLERS
+
+from ..outputs import file_hash, parameters_text, save_grid, save_sample
+from ..tasks.common import check_model, check_sampling, check_seed, prompts_for
+from .common import UsageError, add_model_flags, check_model_flags, flag_errors
+
+
+def add_generation_flags(parser: argparse.ArgumentParser, scale: float, n_iter: int, n_samples: int) -> None:
+    """The flags of the original scripts/txt2img.py and img2img.py (their names, their defaults)."""
+    add = parser.add_argument
+    add("--prompt", type=str, default="a painting of a virus monster playing guitar", help="the prompt to render")
+    add("--negative-prompt", type=str, default="", help="what to steer away from (classifier-free guidance)")
+    add("--outdir", type=str, default="outputs", help="dir to write results to")
+    add("--skip_grid", action="store_true", help="do not save a grid, only individual samples")
+    add("--skip_save", action="store_true", help="do not save individual samples")
+    add("--ddim_steps", type=int, default=50, help="number of sampling steps")
+    add("--ddim_eta", type=float, default=0.0, help="DDIM eta (eta=0.0 is deterministic)")
+    add("--n_iter", type=int, default=n_iter, help="sample this often")
+    add("--n_samples", type=int, default=n_samples, help="how many samples per prompt (the batch size)")
+    add("--n_rows", type=int, default=0, help="images per row of the grid (default: n_samples), as the original")
+    add("--scale", type=float, default=scale, help="classifier-free guidance scale")
+    add("--from-file", type=str, help="read prompts from this file, one per line")
+    add("--config", type=str, help="the original inference yaml (used to tell the variant)")
+    add("--seed", type=int, default=42, help="the seed (image i of the run gets seed + i)")
+    add("--precision", type=str, choices=["full", "autocast"], default="autocast",
+        help="full: float32; autocast: float16 on CUDA, float32 elsewhere (--dtype wins)")
+    add_model_flags(parser)
+    add("--sampler", type=str, choices=sorted(SAMPLERS), default="ddim", help="the sampler")
+    add("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress bars")
+
+
+def check_generation_flags(args: argparse.Namespace, starts_late: bool = False) -> None:
+    """Everything that can be checked before a model is loaded; UsageError names the flag. The
+    sampling arguments go through the tasks' own checks (ldm/tasks/common.py)."""
+    check_model_flags(args)
+    if args.n_iter < 1:
+        raise UsageError(f"--n_iter {args.n_iter}: must be >= 1")
+    if args.from_file and not Path(args.from_file).is_file():
+        raise UsageError(f"--from-file {args.from_file}: no such file")
+    with flag_errors():
+        prompts_for(args.prompt, args.n_samples)
+        check_sampling(sampler=args.sampler, steps=args.ddim_steps, guidance_scale=args.scale, eta=args.ddim_eta,
+                       starts_late=starts_late)
+        check_seed(args.seed)
+
+
+def check_loaded_model(sd, task: str, **sizes: int | None) -> None:
+    """What needs the model, before anything is written: the task serves this variant, and the
+    sizes given are multiples the model can take (the tasks' own checks)."""
+    from ..tasks.txt2img import check_size
+
+    with flag_errors():
+        check_model(sd, task)
+        check_size(sd, **{name: value for name, value in sizes.items() if value is not None})
+
+
+def prompt_batches(args: argparse.Namespace) -> list[list[str]]:
+    """The original's batching: one prompt repeated n_samples times, or the file's lines in
+    chunks of n_samples."""
+    if not args.from_file:
+        return [[args.prompt] * args.n_samples]
+    lines = [line for line in Path(args.from_file).read_text().splitlines() if line.strip()]
+    if not lines:
+        raise UsageError(f"--from-file {args.from_file}: the file holds no prompts")
+    return [lines[i : i + args.n_samples] for i in range(0, len(lines), args.n_samples)]
+
+
+def write_generations(args: argparse.Namespace, batches: list[list[str]], task: Callable,
+                      strength: float | None = None) -> int:
+    """The original scripts' loop: n_iter times over the prompt batches, `task(prompts, **common)`
+    giving the images of one batch; each image to OUTDIR/samples with its parameters, then a grid.
+    Image j of the run gets seed + j (--fixed_code: every batch starts at --seed)."""
+    outdir = Path(args.outdir)
+    (outdir / "samples").mkdir(parents=True, exist_ok=True)
+    model_hash = file_hash(args.ckpt)
+    all_images, count = [], 0
+    for _ in range(args.n_iter):
+        for prompts in batches:
+            first_seed = args.seed + (0 if getattr(args, "fixed_code", False) else count)
+            with flag_errors():
+                images = task(prompts, negative_prompt=args.negative_prompt, steps=args.ddim_steps,
+                              sampler=args.sampler, guidance_scale=args.scale, eta=args.ddim_eta, seed=first_seed,
+                              progress=args.progress)
+            for j, (prompt, image) in enumerate(zip(prompts, images)):
+                if not args.skip_save:
+                    parameters = parameters_text(
+                        prompt, negative_prompt=args.negative_prompt, steps=args.ddim_steps, sampler=args.sampler,
+                        guidance_scale=args.scale, seed=first_seed + j, width=image.width, height=image.height,
+                        model_hash=model_hash, model=Path(args.ckpt).stem, eta=args.ddim_eta, strength=strength)
+                    print(save_sample(image, outdir, parameters))
+            all_images += images
+            count += len(prompts)
+    if not args.skip_grid:
+        print(save_grid(all_images, outdir, args.n_rows or args.n_samples))
+    return 0

@@ -1,0 +1,101 @@
+"""Where generated images go, as the original scripts put them: OUTDIR/samples/00000.png, ... and
+OUTDIR/grid-0000.png, numbered past the files already there, each PNG written atomically and never
+over an existing file, with its generation parameters in a `parameters` text chunk (the layout
+other Stable Diffusion tools read). Plain functions over PIL images and paths: the command line,
+a server or a batch runner call them alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from PIL import Image, PngImagePlugin
+
+SAMPLE_PATTERN, SAMPLE_DIGITS = "{n:0{width}d}.png", 5
+GRID_PATTERN, GRID_DIGITS = "grid-{n:0{width}d}.png", 4
+
+
+def save_sample(image: Image.Image, outdir: str | Path, parameters: str | None = None) -> Path:
+    """OUTDIR/samples/<next number>.png (the folders are made when missing)."""
+    folder = Path(outdir) / "samples"
+    folder.mkdir(parents=True, exist_ok=True)
+    return save_png(image, folder, SAMPLE_PATTERN, SAMPLE_DIGITS, parameters)
+
+
+def save_grid(images: list[Image.Image], outdir: str | Path, columns: int) -> Path:
+    """OUTDIR/grid-<next number>.png: the images in rows of `columns`."""
+    folder = Path(outdir)
+    folder.mkdir(parents=True, exist_ok=True)
+    return save_png(make_grid(images, columns), folder, GRID_PATTERN, GRID_DIGITS, None)
+
+
+def save_png(image: Image.Image, folder: Path, pattern: str, digits: int, parameters: str | None) -> Path:
+    """Write `image` as the next free `pattern` number in `folder`, atomically: it is written to a
+    temporary file first and linked into place only when complete, so an interrupted run leaves
+    no half-written PNG and an existing file is never replaced."""
+    info = PngImagePlugin.PngInfo()
+    if parameters is not None:
+        info.add_text("parameters", parameters)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".partial-", suffix=".png")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format="PNG", pnginfo=info)
+        number = next_number(folder, pattern)
+        while True:
+            target = folder / pattern.format(n=number, width=digits)
+            try:
+                os.link(tmp, target)
+                return target
+            except FileExistsError:
+                number += 1
+    finally:
+        os.unlink(tmp)
+
+
+def next_number(folder: Path, pattern: str) -> int:
+    """One past the highest number already used by `pattern` in `folder` (0 if none)."""
+    prefix, suffix = pattern.split("{")[0], pattern.split("}")[-1]
+    used = [int(m.group(1)) for p in folder.iterdir()
+            if (m := re.fullmatch(re.escape(prefix) + r"(\d+)" + re.escape(suffix), p.name))]
+    return max(used, default=-1) + 1
+
+
+def make_grid(images: list[Image.Image], columns: int) -> Image.Image:
+    """Images in rows of `columns` (the original's --n_rows goes to torchvision's make_grid as nrow,
+    which is the number of images per row)."""
+    rows = -(-len(images) // columns)
+    width, height = images[0].size
+    grid = Image.new("RGB", (columns * width, rows * height))
+    for i, image in enumerate(images):
+        grid.paste(image, ((i % columns) * width, (i // columns) * height))
+    return grid
+
+
+def parameters_text(prompt: str, *, negative_prompt: str, steps: int, sampler: str, guidance_scale: float, seed: int,
+                    width: int, height: int, model_hash: str, model: str, eta: float,
+                    strength: float | None = None) -> str:
+    """The `parameters` PNG text chunk, in the layout other Stable Diffusion tools read:
+
+        prompt
+        Negative prompt: ...
+        Steps: 50, Sampler: DDIM, CFG scale: 7.5, Seed: 42, Size: 512x512, Model hash: ..., ...
+    """
+    lines = [prompt, f"Negative prompt: {negative_prompt}"]
+    fields = [f"Steps: {steps}", f"Sampler: {sampler.upper()}", f"CFG scale: {guidance_scale}", f"Seed: {seed}",
+              f"Size: {width}x{height}", f"Model hash: {model_hash}", f"Model: {model}", f"Eta: {eta}"]
+    if strength is not None:
+        fields.append(f"Denoising strength: {strength}")
+    return "\n".join(lines + [", ".join(fields)])
+
+
+def file_hash(path: str | Path) -> str:
+    """The first 10 hex digits of the file's sha256 (the "Model hash" other tools print)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:10]

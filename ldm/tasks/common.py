@@ -1,0 +1,197 @@
+"""What every task shares: checking its arguments, prompts -> context, seeds -> x_T, the run of a
+named sampler with classifier-free guidance, and latent -> what the caller asked for.
+
+A task is a function `task(sd, [image,] prompt, *, ...)` in a file of its own (txt2img.py,
+img2img.py); StableDiffusion holds each as a method. Each checks its arguments first, with the
+functions below, which raise ArgumentError naming the argument: the command line calls the same
+checks before it loads a model, and reports the flag that carries the argument.
+"""
+
+from __future__ import annotations
+
+import secrets
+import warnings
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from samplers import SAMPLERS, guided, options_of
+
+if TYPE_CHECKING:
+    from ..pipeline import StableDiffusion
+
+OUTPUTS = ("pil", "tensor", "latent")
+# What a model of another task takes besides the latent (the original's c_concat), for the message
+# that refuses it (ModelConfig.task names the task).
+EXTRA_INPUTS = {
+    "inpaint": "the mask and the masked image's latent",
+    "depth2img": "a MiDaS depth map",
+    "upscale": "the low-resolution image",
+}
+
+
+class ArgumentError(ValueError):
+    """A bad argument of a task: "name=value: problem". `argument` names it, so that the command
+    line can name its own flag for it instead."""
+
+    def __init__(self, argument: str, value, problem: str):
+        super().__init__(f"{argument}={value!r}: {problem}")
+        self.argument, self.value, self.problem = argument, value, problem
+
+
+# -- checks, before any work ------------------------------------------------------------------------
+
+def check_model(sd: StableDiffusion, task: str) -> None:
+    """txt2img and img2img run text-to-image models only; other models are refused by name."""
+    config = sd.config
+    if config.task != "txt2img":
+        raise ValueError(
+            f"{task} cannot run the {config.name} model: its UNet takes {config.unet.in_channels} input channels "
+            f"(the latent and {EXTRA_INPUTS[config.task]}); it is a model for {config.task}. {task} needs a "
+            "text-to-image model (v1, v2, v2-v or the demo model)")
+
+
+def check_sampling(*, sampler: str, steps: int, guidance_scale: float, eta: float, starts_late: bool = False) -> None:
+    """The sampler by name (samplers.SAMPLERS) and what it is asked to do. starts_late: the task
+    starts part-way down the schedule (img2img), which needs a sampler that takes first_index."""
+    if sampler not in SAMPLERS:
+        raise ArgumentError("sampler", sampler, f"not one of {sorted(SAMPLERS)}")
+    options = options_of(SAMPLERS[sampler])
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 1000:
+        raise ArgumentError("steps", steps, "must be an int in 1..1000")
+    if guidance_scale < 0:
+        raise ArgumentError("guidance_scale", guidance_scale, "must be >= 0")
+    if eta < 0:
+        raise ArgumentError("eta", eta, "must be >= 0")
+    if eta != 0 and "eta" not in options:
+        raise ArgumentError("eta", eta, f"the {sampler} sampler adds no noise; use eta 0, or a sampler that takes "
+                                        f"eta: {samplers_taking('eta')}")
+    if starts_late and "first_index" not in options:
+        raise ArgumentError("sampler", sampler, "cannot start part-way down the schedule, as this task does; "
+                                                f"samplers that can: {samplers_taking('first_index')}")
+
+
+def samplers_taking(option: str) -> list[str]:
+    return sorted(name for name, sample in SAMPLERS.items() if option in options_of(sample))
+
+
+def check_output(output: str) -> None:
+    if output not in OUTPUTS:
+        raise ArgumentError("output", output, f"not one of {OUTPUTS}")
+
+
+def check_seed(seed: int | None) -> None:
+    if seed is not None and (not isinstance(seed, int) or seed < 0):
+        raise ArgumentError("seed", seed, "must be a non-negative int (or None for a random one)")
+
+
+# -- prompts, seeds, noise --------------------------------------------------------------------------
+
+def prompts_for(prompt: str | Sequence[str], n: int) -> list[str]:
+    """One prompt per image: a str is repeated n times; a list gives the batch (n must agree)."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ArgumentError("n", n, "must be a positive int")
+    if isinstance(prompt, str):
+        return [prompt] * n
+    if isinstance(prompt, (list, tuple)) and all(isinstance(p, str) for p in prompt) and prompt:
+        if n not in (1, len(prompt)):
+            raise ArgumentError("n", n, f"{len(prompt)} prompts were given; give one prompt or n prompts")
+        return list(prompt)
+    raise TypeError(f"prompt must be a str or a non-empty list of str, got {type(prompt).__name__}")
+
+
+def encode_prompts(sd: StableDiffusion, prompts: list[str], what: str = "prompt") -> torch.Tensor:
+    """prompts -> context [B, 77, D]; warns with the words that did not fit the 77-token window."""
+    for text in dict.fromkeys(prompts):
+        dropped = sd.tokenizer.truncated_text(text)
+        if dropped:
+            warnings.warn(f"{what} is longer than {sd.tokenizer.context_length - 2} tokens; these words were "
+                          f"dropped: {dropped!r}", stacklevel=3)
+    tokens = sd.tokenizer(prompts).to(sd.device)
+    return sd.text_encoder(tokens).to(sd.dtype)
+
+
+def guidance_contexts(sd: StableDiffusion, prompts: list[str], negative_prompt: str, guidance_scale: float
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(c, the negative prompt's context for guidance); None when guidance_scale is 1 (no second pass)."""
+    cond = encode_prompts(sd, prompts)
+    if guidance_scale == 1.0:
+        return cond, None
+    return cond, encode_prompts(sd, [negative_prompt] * len(prompts), "negative_prompt")
+
+
+def seeds_for(seed: int | None, count: int) -> list[int]:
+    """Image i gets seed + i; no seed draws a random one (still printed/stored by the caller)."""
+    check_seed(seed)
+    if seed is None:
+        seed = secrets.randbelow(2**32 - count)
+    return [seed + i for i in range(count)]
+
+
+def generators_for(seeds: list[int]) -> list[torch.Generator]:
+    """One CPU generator per image: everything random about image i comes from seed + i, in a
+    fixed order, so an image never depends on its batch or on the device."""
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+def initial_noise(seeds: list[int], shape: tuple[int, int, int]) -> torch.Tensor:
+    """x_T: one N(0, I) draw of `shape` per seed, on the CPU so a seed means the same image anywhere."""
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
+
+
+# -- sampling and output ----------------------------------------------------------------------------
+
+def run_sampler(sd: StableDiffusion, x: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None, *,
+                sampler: str, steps: int, guidance_scale: float, eta: float, generators: list[torch.Generator],
+                callback: Callable | None, progress: bool, first_index: int | None = None) -> torch.Tensor:
+    """The named sampler over the guided UNet. Options the sampler does not take (check_sampling
+    has refused any value other than their default) are not passed."""
+    model = guided(lambda x_t, t, c: sd.unet(x_t, t, c), cond, uncond, guidance_scale)
+    sample = SAMPLERS[sampler]
+    options = {"eta": eta, "generator": generators, "first_index": first_index}
+    options = {name: value for name, value in options.items() if name in options_of(sample)}
+    return sample(model, x, sd.schedule, steps, prediction=sd.config.prediction, callback=callback,
+                  progress=progress, **options)
+
+
+def finish(sd: StableDiffusion, z: torch.Tensor, output: str):
+    """z_0 (scaled latent) -> what `output` asks for: the latent itself, images [B, 3, H, W] in
+    [0, 1] ("tensor"), or PIL images."""
+    if output == "latent":
+        return z
+    images = ((sd.vae.decode(z / sd.config.scale_factor).float() + 1) / 2).clamp(0, 1)
+    if output == "tensor":
+        return images
+    arrays = (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+    return [Image.fromarray(a) for a in arrays]
+
+
+def image_to_tensor(image, multiple: int) -> torch.Tensor:
+    """PIL image(s) or a [B, 3, H, W] tensor in [-1, 1] -> [B, 3, H', W'] with H', W' multiples of
+    `multiple`: cropped at the bottom/right edge (a warning says so), never silently."""
+    if isinstance(image, Image.Image):
+        image = [image]
+    if isinstance(image, (list, tuple)) and image and all(isinstance(i, Image.Image) for i in image):
+        sizes = {i.size for i in image}
+        if len(sizes) != 1:
+            raise ValueError(f"all images must have the same size, got {sorted(sizes)}")
+        array = np.stack([np.asarray(i.convert("RGB"), dtype=np.float32) / 127.5 - 1 for i in image])
+        # NHWC -> NCHW, made contiguous (a permuted view would send the convolutions down the
+        # channels-last path: other kernels, other rounding).
+        tensor = torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
+    elif isinstance(image, torch.Tensor):
+        if image.ndim != 4 or image.shape[1] != 3:
+            raise ValueError(f"image tensor must have shape [B, 3, H, W] in [-1, 1], got {list(image.shape)}")
+        tensor = image.float()
+    else:
+        raise TypeError(f"image must be a PIL image, a list of them, or a [B, 3, H, W] tensor, got {type(image).__name__}")
+    height, width = tensor.shape[2] // multiple * multiple, tensor.shape[3] // multiple * multiple
+    if height == 0 or width == 0:
+        raise ValueError(f"image of {tensor.shape[3]}x{tensor.shape[2]} is smaller than {multiple}x{multiple}")
+    if (height, width) != tuple(tensor.shape[2:]):
+        warnings.warn(f"image {tensor.shape[3]}x{tensor.shape[2]} cropped to {width}x{height} "
+                      f"(a multiple of {multiple})", stacklevel=3)
+        tensor = tensor[:, :, :height, :width]
+    return tensor
