@@ -89,8 +89,8 @@ def vae_config(config: AutoencoderConfig, scale_factor: float, sample_size: int)
     """The `vae/config.json` of diffusers' AutoencoderKL. diffusers has one `latent_channels` for
     both the original's z_channels and embed_dim (equal in every Stable Diffusion VAE)."""
     if config.z_channels != config.embed_dim:
-        raise ValueError(f"diffusers' AutoencoderKL needs z_channels == embed_dim (its one latent_channels); this autoencoder has "
-                         f"{config.z_channels} and {config.embed_dim}")
+        raise ValueError(f"diffusers' AutoencoderKL needs z_channels == embed_dim (its one latent_channels); "
+                         f"this autoencoder has {config.z_channels} and {config.embed_dim}")
     levels = len(config.channel_mult)
     return {
         "_class_name": "AutoencoderKL",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from .common import UsageError, load_model
-from .generation import add_generation_flags, check_generation_flags, check_loaded_model, prompt_batches, write_generations
+from .generation import (add_generation_flags, check_generation_flags, check_loaded_model, prompt_batches,
+                         write_generations)
 
 
 def add_parser(commands) -> None:
