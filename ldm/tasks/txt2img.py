@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
@@ -63,7 +64,7 @@ def check_size(sd: StableDiffusion, **sizes: int) -> None:
     f = sd.config.autoencoder.downsampling_factor
     multiple = f * sd.unet.downsampling_factor
     for name, value in sizes.items():
-        if not isinstance(value, int) or value <= 0 or value % multiple:
+        if not isinstance(value, numbers.Integral) or value <= 0 or value % multiple:
             raise ArgumentError(name, value, f"image sizes must be positive multiples of {multiple} for this "
                                              f"{sd.variant} model (the latent, 1/{f} of the image, is halved "
                                              f"{len(sd.config.unet.channel_mult) - 1} times)")
