@@ -36,7 +36,8 @@ def save_grid(images: list[Image.Image], outdir: str | Path, columns: int) -> Pa
 def save_png(image: Image.Image, folder: Path, pattern: str, digits: int, parameters: str | None) -> Path:
     """Write `image` as the next free `pattern` number in `folder`, atomically: it is written to a
     temporary file first and linked into place only when complete, so an interrupted run leaves
-    no half-written PNG and an existing file is never replaced."""
+    no half-written PNG and an existing file is never replaced. The file gets the permissions any
+    new file gets (0666 less the umask), not the private 0600 of the temporary file."""
     info = PngImagePlugin.PngInfo()
     if parameters is not None:
         info.add_text("parameters", parameters)
@@ -44,6 +45,7 @@ def save_png(image: Image.Image, folder: Path, pattern: str, digits: int, parame
     try:
         with os.fdopen(fd, "wb") as f:
             image.save(f, format="PNG", pnginfo=info)
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())
         number = next_number(folder, pattern)
         while True:
             target = folder / pattern.format(n=number, width=digits)
@@ -54,6 +56,13 @@ def save_png(image: Image.Image, folder: Path, pattern: str, digits: int, parame
                 number += 1
     finally:
         os.unlink(tmp)
+
+
+def current_umask() -> int:
+    """The process's umask (os.umask can only be read by setting it: set and put back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def next_number(folder: Path, pattern: str) -> int:

@@ -12,7 +12,8 @@ from .common import add_model_flags, check_model_flags, flag_errors, load_model
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser("bench", help="time each stage of txt2img on this machine")
+    parser = commands.add_parser("bench", help="time each stage of txt2img on this machine",
+                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_model_flags(parser)
     parser.add_argument("--H", type=int, help="image height (default: the model's size)")
     parser.add_argument("--W", type=int, help="image width (default: the model's size)")

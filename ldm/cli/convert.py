@@ -9,7 +9,8 @@ from .common import UsageError
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser("convert", help="original single file <-> diffusers folder")
+    parser = commands.add_parser("convert", help="original single file <-> diffusers folder",
+                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("input", help="an original .ckpt/.safetensors file or a diffusers folder")
     parser.add_argument("output", help="the file or folder to write (never overwritten)")
     parser.add_argument("--variant", type=str, help="the model variant (default: detected)")

@@ -19,7 +19,8 @@ def add_generation_flags(parser: argparse.ArgumentParser, scale: float, n_iter: 
     """The flags of the original scripts/txt2img.py and img2img.py (their names, their defaults)."""
     add = parser.add_argument
     add("--prompt", type=str, default="a painting of a virus monster playing guitar", help="the prompt to render")
-    add("--negative-prompt", type=str, default="", help="what to steer away from (classifier-free guidance)")
+    add("--negative-prompt", "--negative_prompt", type=str, default="",
+        help="what to steer away from (classifier-free guidance)")
     add("--outdir", type=str, default="outputs", help="dir to write results to")
     add("--skip_grid", action="store_true", help="do not save a grid, only individual samples")
     add("--skip_save", action="store_true", help="do not save individual samples")
@@ -39,19 +40,26 @@ def add_generation_flags(parser: argparse.ArgumentParser, scale: float, n_iter: 
     add("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress bars")
 
 
-def check_generation_flags(args: argparse.Namespace, starts_late: bool = False) -> None:
+def check_generation_flags(args: argparse.Namespace, starts_late: bool = False) -> list[list[str]]:
     """Everything that can be checked before a model is loaded; UsageError names the flag. The
-    sampling arguments go through the tasks' own checks (ldm/tasks/common.py)."""
+    sampling arguments go through the tasks' own checks (ldm/tasks/common.py). -> the prompt batches."""
     check_model_flags(args)
     if args.n_iter < 1:
         raise UsageError(f"--n_iter {args.n_iter}: must be >= 1")
+    if args.n_rows < 0:
+        raise UsageError(f"--n_rows {args.n_rows}: must be >= 0 (0: --n_samples images per row of the grid)")
     if args.from_file and not Path(args.from_file).is_file():
         raise UsageError(f"--from-file {args.from_file}: no such file")
     with flag_errors():
         prompts_for(args.prompt, args.n_samples)
         check_sampling(sampler=args.sampler, steps=args.ddim_steps, guidance_scale=args.scale, eta=args.ddim_eta,
                        starts_late=starts_late)
-        check_seed(args.seed)
+    batches = prompt_batches(args)
+    # The run's images take --seed, --seed + 1, ... (each batch starts again at --seed with --fixed_code).
+    images = max(map(len, batches)) if getattr(args, "fixed_code", False) else args.n_iter * sum(map(len, batches))
+    with flag_errors():
+        check_seed(args.seed, images)
+    return batches
 
 
 def check_loaded_model(sd, task: str, **sizes: int | None) -> None:

@@ -9,15 +9,16 @@ from .common import UsageError
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser("train-demo", help="train the small demo model on the shapes dataset")
+    parser = commands.add_parser("train-demo", help="train the small demo model on the shapes dataset",
+                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     defaults = TrainingConfig()
     add = parser.add_argument
     add("--out", type=str, default="demo-model.safetensors", help="the .safetensors file to write (never overwritten)")
     add("--minutes", type=float, help="wall-time cap: stop each stage early when reached")
     add("--seed", type=int, default=defaults.seed, help="the seed of weights, data and noise")
-    add("--autoencoder-steps", type=int, default=defaults.autoencoder_steps)
+    add("--autoencoder-steps", type=int, default=defaults.autoencoder_steps, help="steps of the autoencoder stage")
     add("--denoiser-steps", type=int, default=defaults.denoiser_steps, help="steps of the text encoder + UNet stage")
-    add("--batch-size", type=int, default=defaults.batch_size)
+    add("--batch-size", type=int, default=defaults.batch_size, help="images per training step")
     add("--threads", type=int, default=defaults.threads, help="CPU threads")
     add("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress bars")
 

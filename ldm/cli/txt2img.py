@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 
 from .common import UsageError, load_model
-from .generation import (add_generation_flags, check_generation_flags, check_loaded_model, prompt_batches,
+from .generation import (add_generation_flags, check_generation_flags, check_loaded_model,
                          write_generations)
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser("txt2img", help="text to image (scripts/txt2img.py)")
+    parser = commands.add_parser("txt2img", help="text to image (scripts/txt2img.py)",
+                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_generation_flags(parser, scale=7.5, n_iter=2, n_samples=3)
     parser.add_argument("--plms", action="store_true", help="use PLMS sampling (same as --sampler plms)")
     parser.add_argument("--fixed_code", action="store_true", help="the same starting noise for every iteration")
@@ -23,8 +24,7 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.plms:
         args.sampler = "plms"
-    check_generation_flags(args)
-    batches = prompt_batches(args)
+    batches = check_generation_flags(args)
     sd = load_model(args)
     check_loaded_model(sd, "txt2img", height=args.H, width=args.W)
     for flag, expected in (("C", sd.config.latent_channels), ("f", sd.config.autoencoder.downsampling_factor)):

@@ -9,6 +9,7 @@ checks before it loads a model, and reports the flag that carries the argument.
 
 from __future__ import annotations
 
+import math
 import secrets
 import warnings
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from ..pipeline import StableDiffusion
 
 OUTPUTS = ("pil", "tensor", "latent")
+# Seeds are 32-bit, as the original scripts' seed_everything and other tools' PNG "Seed:" fields.
+MAX_SEED = 2**32 - 1
 # What a model of another task takes besides the latent (the original's c_concat), for the message
 # that refuses it (ModelConfig.task names the task).
 EXTRA_INPUTS = {
@@ -61,10 +64,10 @@ def check_sampling(*, sampler: str, steps: int, guidance_scale: float, eta: floa
     options = options_of(SAMPLERS[sampler])
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 1000:
         raise ArgumentError("steps", steps, "must be an int in 1..1000")
-    if guidance_scale < 0:
-        raise ArgumentError("guidance_scale", guidance_scale, "must be >= 0")
-    if eta < 0:
-        raise ArgumentError("eta", eta, "must be >= 0")
+    if not math.isfinite(guidance_scale) or guidance_scale < 0:
+        raise ArgumentError("guidance_scale", guidance_scale, "must be a finite number >= 0")
+    if not math.isfinite(eta) or eta < 0:
+        raise ArgumentError("eta", eta, "must be a finite number >= 0")
     if eta != 0 and "eta" not in options:
         raise ArgumentError("eta", eta, f"the {sampler} sampler adds no noise; use eta 0, or a sampler that takes "
                                         f"eta: {samplers_taking('eta')}")
@@ -82,9 +85,13 @@ def check_output(output: str) -> None:
         raise ArgumentError("output", output, f"not one of {OUTPUTS}")
 
 
-def check_seed(seed: int | None) -> None:
-    if seed is not None and (not isinstance(seed, int) or seed < 0):
-        raise ArgumentError("seed", seed, "must be a non-negative int (or None for a random one)")
+def check_seed(seed: int | None, count: int = 1) -> None:
+    """A seed for `count` images (they take seed, seed + 1, ...): all within 0..MAX_SEED."""
+    if seed is None:
+        return
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED - (count - 1):
+        raise ArgumentError("seed", seed, f"must be an int in 0..{MAX_SEED - (count - 1)} (image i takes seed + i, "
+                                          f"and seeds are 32-bit: at most {MAX_SEED}), or None for a random one")
 
 
 # -- prompts, seeds, noise --------------------------------------------------------------------------
@@ -124,9 +131,9 @@ def guidance_contexts(sd: StableDiffusion, prompts: list[str], negative_prompt: 
 
 def seeds_for(seed: int | None, count: int) -> list[int]:
     """Image i gets seed + i; no seed draws a random one (still printed/stored by the caller)."""
-    check_seed(seed)
+    check_seed(seed, count)
     if seed is None:
-        seed = secrets.randbelow(2**32 - count)
+        seed = secrets.randbelow(MAX_SEED + 1 - count)
     return [seed + i for i in range(count)]
 
 

@@ -82,6 +82,13 @@ def test_same_seed_same_image_and_plms_and_img2img(checkpoint, tmp_path):
         (["img2img", "--init-img", "notes.txt"], "--init-img notes.txt"),
         (["img2img", "--init-img", "picture.png", "--strength", "1.5"], "--strength 1.5"),
         (["convert", "nothing-here.ckpt", "out"], "input nothing-here.ckpt"),
+        # Issue 15: refused before any work, one line naming the flag.
+        (["txt2img", "--scale", "nan"], "--scale nan"),
+        (["txt2img", "--ddim_eta", "inf"], "--ddim_eta inf"),
+        (["txt2img", "--seed", "4294967296"], "--seed 4294967296"),  # seeds are 32-bit
+        (["txt2img", "--seed", "4294967291"], "--seed 4294967291"),  # 6 images: the last would be 2**32
+        (["txt2img", "--n_rows", "-1"], "--n_rows -1"),  # used to crash after all sampling, losing the grid
+        (["img2img", "--init-img", "picture.png", "--sampler", "plms"], "--sampler plms"),  # ran DDIM labelled PLMS
     ],
 )
 def test_bad_input_exits_2_with_one_line_naming_the_flag(checkpoint, tmp_path, args, flag):
@@ -106,3 +113,22 @@ def test_bench_times_every_stage(checkpoint, tmp_path):
                   "sampling steps per second"):
         assert stage in out
     assert run("bench", "--ckpt", "missing.ckpt", cwd=tmp_path).returncode == 2
+
+
+def test_images_get_the_permissions_of_the_umask_and_the_flags_read_both_ways(checkpoint, tmp_path):
+    """Issue 15: PNGs were 0600 whatever the umask (the private temporary file's mode); and
+    --negative_prompt (the underscore spelling of the scripts' other flags) is accepted."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-m", "ldm", "txt2img", "--ckpt", str(checkpoint), "--ddim_steps", "1", "--n_iter", "1",
+            "--n_samples", "1", "--outdir", "out", "--negative_prompt", "green", "--no-progress"]
+    result = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+                            preexec_fn=lambda: os.umask(0o027))
+    assert result.returncode == 0, result.stderr
+    for png in (tmp_path / "out" / "samples" / "00000.png", tmp_path / "out" / "grid-0000.png"):
+        assert png.stat().st_mode & 0o777 == 0o640, (png, oct(png.stat().st_mode))
+    assert "Negative prompt: green\n" in Image.open(tmp_path / "out" / "samples" / "00000.png").info["parameters"]
+
+
+def test_help_shows_the_defaults(tmp_path):
+    help_text = run("txt2img", "--help", cwd=tmp_path).stdout
+    assert "(default: 50)" in help_text and "(default: 7.5)" in help_text and "(default: outputs)" in help_text

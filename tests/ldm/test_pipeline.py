@@ -115,6 +115,11 @@ def test_long_prompt_warns_with_the_dropped_words(sd):
         ({"prompt": ["a", "b"], "n": 3}, ValueError, "n=3"),
         ({"x_T": torch.zeros(2, 4, 8, 8)}, ValueError, "x_T must have shape"),
         ({"seed": -1}, ValueError, "seed"),
+        # Issue 15: non-finite numbers gave black images; seeds beyond 32 bits.
+        ({"guidance_scale": float("nan")}, ValueError, "guidance_scale=nan: must be a finite number"),
+        ({"eta": float("inf")}, ValueError, "eta=inf: must be a finite number"),
+        ({"seed": 2**32}, ValueError, "seed=4294967296: must be an int in 0..4294967295"),
+        ({"seed": 2**32 - 2, "n": 3}, ValueError, "seed=4294967294: must be an int in 0..4294967293"),
     ],
 )
 def test_bad_arguments_are_named(sd, kwargs, error, words):
