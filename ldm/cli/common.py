@@ -42,7 +42,7 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
 def check_model_flags(args: argparse.Namespace) -> None:
     """--ckpt must name a file (no --ckpt: the demo model shipped with the package); --dtype must
     suit --device. Checked before anything is loaded."""
-    from ..pipeline import default_device, resolve_dtype
+    from ..pipeline import resolve_dtype
 
     if args.ckpt is None:
         from ..demo import CHECKPOINT
@@ -54,16 +54,23 @@ def check_model_flags(args: argparse.Namespace) -> None:
     if not Path(args.ckpt).is_file():
         raise UsageError(f"--ckpt {args.ckpt}: no such checkpoint file")
     try:
-        resolve_dtype(torch.device(args.device) if args.device else default_device(), args.dtype)
+        resolve_dtype(requested_device(args), args.dtype)
     except (ValueError, RuntimeError) as error:
         raise UsageError(f"--dtype {args.dtype} / --device {args.device}: {error}") from None
+
+
+def requested_device(args: argparse.Namespace) -> torch.device:
+    """--device, or the default (cuda, then mps, then cpu)."""
+    from ..pipeline import default_device
+
+    return torch.device(args.device) if args.device else default_device()
 
 
 def load_model(args: argparse.Namespace):
     """The StableDiffusion of --ckpt (its variant from --variant, --config's yaml, or detected)."""
     from checkpoints_convert.detect import variant_from_yaml
 
-    from ..pipeline import StableDiffusion, default_device
+    from ..pipeline import StableDiffusion
 
     variant = args.variant
     if variant is None and getattr(args, "config", None):
@@ -71,7 +78,7 @@ def load_model(args: argparse.Namespace):
         if found is None:
             raise UsageError(f"--config {args.config}: the yaml does not tell the variant; pass --variant")
         variant = found[0]
-    device = torch.device(args.device) if args.device else default_device()
+    device = requested_device(args)
     precision = getattr(args, "precision", "autocast")
     dtype = args.dtype or ("float16" if precision == "autocast" and device.type == "cuda" else "float32")
     try:

@@ -55,10 +55,9 @@ def check_generation_flags(args: argparse.Namespace, starts_late: bool = False) 
         check_sampling(sampler=args.sampler, steps=args.ddim_steps, guidance_scale=args.scale, eta=args.ddim_eta,
                        starts_late=starts_late)
     batches = prompt_batches(args)
-    # The run's images take --seed, --seed + 1, ... (each batch starts again at --seed with --fixed_code).
-    images = max(map(len, batches)) if getattr(args, "fixed_code", False) else args.n_iter * sum(map(len, batches))
+    seeds_used = max(first_seed + len(prompts) for prompts, first_seed in run_plan(args, batches)) - args.seed
     with flag_errors():
-        check_seed(args.seed, images)
+        check_seed(args.seed, seeds_used)
     return batches
 
 
@@ -83,31 +82,38 @@ def prompt_batches(args: argparse.Namespace) -> list[list[str]]:
     return [lines[i : i + args.n_samples] for i in range(0, len(lines), args.n_samples)]
 
 
+def run_plan(args: argparse.Namespace, batches: list[list[str]]) -> list[tuple[list[str], int]]:
+    """The original scripts' run: n_iter times over the prompt batches, each with its first seed.
+    Image j of the run gets seed + j (--fixed_code: every batch starts at --seed)."""
+    plan, count = [], 0
+    for _ in range(args.n_iter):
+        for prompts in batches:
+            plan.append((prompts, args.seed + (0 if getattr(args, "fixed_code", False) else count)))
+            count += len(prompts)
+    return plan
+
+
 def write_generations(args: argparse.Namespace, batches: list[list[str]], task: Callable,
                       strength: float | None = None) -> int:
-    """The original scripts' loop: n_iter times over the prompt batches, `task(prompts, **common)`
-    giving the images of one batch; each image to OUTDIR/samples with its parameters, then a grid.
-    Image j of the run gets seed + j (--fixed_code: every batch starts at --seed)."""
+    """The run of run_plan(): `task(prompts, **common)` gives the images of one batch; each image
+    goes to OUTDIR/samples with its parameters, then all of them to a grid."""
     outdir = Path(args.outdir)
     (outdir / "samples").mkdir(parents=True, exist_ok=True)
     model_hash = file_hash(args.ckpt)
-    all_images, count = [], 0
-    for _ in range(args.n_iter):
-        for prompts in batches:
-            first_seed = args.seed + (0 if getattr(args, "fixed_code", False) else count)
-            with flag_errors():
-                images = task(prompts, negative_prompt=args.negative_prompt, steps=args.ddim_steps,
-                              sampler=args.sampler, guidance_scale=args.scale, eta=args.ddim_eta, seed=first_seed,
-                              progress=args.progress)
-            for j, (prompt, image) in enumerate(zip(prompts, images)):
-                if not args.skip_save:
-                    parameters = parameters_text(
-                        prompt, negative_prompt=args.negative_prompt, steps=args.ddim_steps, sampler=args.sampler,
-                        guidance_scale=args.scale, seed=first_seed + j, width=image.width, height=image.height,
-                        model_hash=model_hash, model=Path(args.ckpt).stem, eta=args.ddim_eta, strength=strength)
-                    print(save_sample(image, outdir, parameters))
-            all_images += images
-            count += len(prompts)
+    all_images = []
+    for prompts, first_seed in run_plan(args, batches):
+        with flag_errors():
+            images = task(prompts, negative_prompt=args.negative_prompt, steps=args.ddim_steps,
+                          sampler=args.sampler, guidance_scale=args.scale, eta=args.ddim_eta, seed=first_seed,
+                          progress=args.progress)
+        for j, (prompt, image) in enumerate(zip(prompts, images)):
+            if not args.skip_save:
+                parameters = parameters_text(
+                    prompt, negative_prompt=args.negative_prompt, steps=args.ddim_steps, sampler=args.sampler,
+                    guidance_scale=args.scale, seed=first_seed + j, width=image.width, height=image.height,
+                    model_hash=model_hash, model=Path(args.ckpt).stem, eta=args.ddim_eta, strength=strength)
+                print(save_sample(image, outdir, parameters))
+        all_images += images
     if not args.skip_grid:
         print(save_grid(all_images, outdir, args.n_rows or args.n_samples))
     return 0
