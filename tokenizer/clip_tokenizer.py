@@ -3,11 +3,17 @@
 This reproduces the original CLIP `SimpleTokenizer` (as open_clip ships it), which both Stable
 Diffusion v1 (through the HF tokenizer, same ids) and v2 (open_clip) use. The two differ only in
 the padding id: v1 pads with the end-of-text id 49407, v2 with 0.
+
+Every call is bounded, since a server takes prompts from the network: a text over MAX_TEXT_CHARS
+characters, or with a word over MAX_WORD_CHARS, is refused with a ValueError before anything
+costly runs, and the [B, 77] rows stop encoding once the window is full (BPE goes word by word,
+so later words never change earlier ids).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import regex
 import torch
@@ -20,6 +26,26 @@ from .clean import clean_text
 START_OF_TEXT = "<start_of_text>"
 END_OF_TEXT = "<end_of_text>"
 PAD_CHOICES = {"eot": "pad with the end-of-text id 49407 (SD v1)", "zero": "pad with 0 (SD v2)"}
+# The largest text and word accepted: far above any real prompt (only the first 75 tokens, a few
+# hundred characters, reach the text encoder), small enough that one call stays well under 0.5 s.
+# Measured on the 2-core development machine, slowest method, cold cache (the worst cases that
+# tests/fuzz/tokenizer_fuzz.py prints first), with other jobs loading the machine: 0.20-0.37 s
+# for 5,000 lines of one latin-1 character each (ftfy's work per line; the same 0.09-0.36 s with a
+# 5,000-emoji word in place of half the lines), under 0.3 s for every other shape at the limits,
+# 0.07-0.12 s for two words of 4,999 emoji (the worst for BPE). docs/tokenizer.md has the table.
+# The text limit is checked on the raw text, before ftfy runs; the word limit on the cleaned
+# words (a run of letters, or of other symbols, with no space: a CJK sentence is one word).
+MAX_TEXT_CHARS = 10_000
+MAX_WORD_CHARS = 5_000
+DROPPED_WORDS_SHOWN = 20  # dropped_words' default: enough to recognise the cut, short enough to log
+
+
+class DroppedWords(NamedTuple):
+    """The start of what did not fit the window, for a warning: `words` (at most the limit asked
+    for) and how many `more` words were dropped after them."""
+
+    words: list[str]
+    more: int
 
 
 def build_vocabulary(merges: list[tuple[str, str]]) -> list[str]:
@@ -38,7 +64,9 @@ class CLIPTokenizer:
 
     `tokenizer(texts)` gives LongTensor[B, context_length]: start, the ids, end, padding. A text
     whose ids do not fit keeps its first `context_length - 2` ids and still ends with the end id,
-    as the original does; `truncated_text(text)` tells what was cut off.
+    as the original does; `truncated_text(text)` tells what was cut off, `dropped_words(text)` its
+    first 20 words and how many more. Each method refuses a text over MAX_TEXT_CHARS characters, a
+    word over MAX_WORD_CHARS, or html escaped inside itself over and over (tokenizer/clean.py).
     """
 
     def __init__(self, pad_with: str = "eot", context_length: int = 77):
@@ -81,12 +109,34 @@ class CLIPTokenizer:
     # -- text <-> ids ----------------------------------------------------------------------------
 
     def encode(self, text: str) -> list[int]:
-        """BPE ids of `text`, without start/end ids (the original `SimpleTokenizer.encode`)."""
-        _check_text(text, "text")
+        """BPE ids of `text`, without start/end ids (the original `SimpleTokenizer.encode`): all of
+        them, past the window too."""
         ids = []
-        for word in self.word_pattern.findall(clean_text(text)):
-            ids.extend(self._word_ids(word))
+        for match in self._words(text, "text")[1]:
+            ids.extend(self._word_ids(match.group()))
         return ids
+
+    def _words(self, text: str, name: str) -> tuple[str, list[regex.Match]]:
+        """(the cleaned text, its words), refusing a text or a word over the limits.
+
+        The raw length is checked first, so that nothing runs on a huge text; the words of the
+        cleaned text are all checked before any is encoded, so a text is refused or accepted
+        whichever method is called, wherever its long word is.
+        """
+        _check_text(text, name)
+        try:
+            cleaned = clean_text(text)
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from None
+        words = list(self.word_pattern.finditer(cleaned))
+        for match in words:
+            if match.end() - match.start() > MAX_WORD_CHARS:
+                raise ValueError(
+                    f"{name} has a word of {match.end() - match.start():,} characters with no space in it "
+                    f"(starting {match.group()[:20]!r}); the tokenizer accepts words of at most "
+                    f"{MAX_WORD_CHARS:,} characters (a run of letters, or of other symbols, is one word)"
+                )
+        return cleaned, words
 
     def _word_ids(self, word: str) -> list[int]:
         if word in (START_OF_TEXT, END_OF_TEXT):
@@ -113,26 +163,11 @@ class CLIPTokenizer:
     # -- batches of fixed length -----------------------------------------------------------------
 
     def __call__(self, texts: str | Sequence[str]) -> torch.LongTensor:
-        """texts: str or list of B str -> LongTensor[B, context_length]."""
-        rows = [self._window(ids) for ids in self._encode_batch(texts)]
-        return torch.tensor(rows, dtype=torch.long)
+        """texts: str or list of B str -> LongTensor[B, context_length].
 
-    def truncated_text(self, text: str) -> str:
-        """The words of the cleaned `text` that do not fit the window, '' when everything fits.
-
-        A word cut part-way counts as dropped, so the warning quotes whole (space-separated) words:
-        "w28" is three ids (w, 2, 8), and a cut after "w" reports "w28", not "28".
+        Each distinct text is encoded once, and only until its window is full: the words after
+        the first context_length - 2 ids never reach BPE.
         """
-        _check_text(text, "text")
-        cleaned = clean_text(text)
-        budget, used = self.context_length - 2, 0
-        for match in self.word_pattern.finditer(cleaned):
-            used += len(self._word_ids(match.group()))
-            if used > budget:
-                return cleaned[cleaned.rfind(" ", 0, match.start()) + 1 :]
-        return ""
-
-    def _encode_batch(self, texts: str | Sequence[str]) -> list[list[int]]:
         if isinstance(texts, str):
             texts = [texts]
         if not isinstance(texts, Sequence) or isinstance(texts, bytes):
@@ -141,7 +176,50 @@ class CLIPTokenizer:
             raise ValueError("texts is an empty list; give at least one prompt (\"\" is a valid one)")
         for i, text in enumerate(texts):
             _check_text(text, f"texts[{i}]")
-        return [self.encode(text) for text in texts]
+        rows = {}
+        for i, text in enumerate(texts):
+            if text not in rows:
+                rows[text] = self._window(self._first_ids(text, f"texts[{i}]"))
+        return torch.tensor([rows[text] for text in texts], dtype=torch.long)
+
+    def _first_ids(self, text: str, name: str) -> list[int]:
+        """The ids of the first words of `text`, up to the first that reaches context_length - 2 ids."""
+        budget, ids = self.context_length - 2, []
+        for match in self._words(text, name)[1]:
+            if len(ids) >= budget:
+                break
+            ids.extend(self._word_ids(match.group()))
+        return ids
+
+    def truncated_text(self, text: str) -> str:
+        """The words of the cleaned `text` that do not fit the window, '' when everything fits.
+
+        A word cut part-way counts as dropped, so the warning quotes whole (space-separated) words:
+        "w28" is three ids (w, 2, 8), and a cut after "w" reports "w28", not "28". BPE stops at the
+        first word over the budget, so at most context_length - 1 words are encoded.
+        """
+        cleaned, words = self._words(text, "text")
+        budget, used = self.context_length - 2, 0
+        for match in words:
+            used += len(self._word_ids(match.group()))
+            if used > budget:
+                return cleaned[cleaned.rfind(" ", 0, match.start()) + 1 :]
+        return ""
+
+    def dropped_words(self, text: str, limit: int = DROPPED_WORDS_SHOWN) -> DroppedWords:
+        """The first `limit` words of `truncated_text(text)` and how many more it has, for a warning
+        of bounded size: ([], 0) when everything fits.
+
+            words, more = tokenizer.dropped_words(prompt)
+            if words:
+                warn(f"dropped: {' '.join(words)}" + (f" ... and {more} more words" if more else ""))
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise TypeError(f"limit must be an int >= 0 (how many dropped words to return), got {limit!r}")
+        if limit < 0:
+            raise ValueError(f"limit must be an int >= 0 (how many dropped words to return), got {limit!r}")
+        words = self.truncated_text(text).split()
+        return DroppedWords(words[:limit], max(len(words) - limit, 0))
 
     def _window(self, ids: list[int]) -> list[int]:
         """[start] + ids + [end], cut to context_length (end id kept last), then padded."""
@@ -150,6 +228,12 @@ class CLIPTokenizer:
 
 
 def _check_text(text: object, name: str) -> None:
+    """A str of at most MAX_TEXT_CHARS characters, checked before anything costly runs on it."""
     if not isinstance(text, str):
         raise TypeError(f"{name} must be a str (a prompt), got {type(text).__name__} {text!r:.80}")
+    if len(text) > MAX_TEXT_CHARS:
+        raise ValueError(
+            f"{name} is {len(text):,} characters long; the tokenizer accepts at most {MAX_TEXT_CHARS:,} "
+            "(Stable Diffusion uses only the first 75 tokens, a few hundred characters)"
+        )
 
