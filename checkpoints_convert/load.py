@@ -8,6 +8,7 @@ back tensors under OUR names; ldm.pipeline builds the modules and loads them.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def read_original(path: str | Path, variant: str | None = None, use_ema: bool = 
     if "scale_factor" in tensors:
         # The original's LatentDiffusion(scale_by_std=True) keeps the latent scale it measured as a
         # buffer; when a file carries one, it is that model's scale, whatever the preset says.
-        config = replace(config, scale_factor=float(tensors["scale_factor"]))
+        config = replace(config, scale_factor=scale_factor_of(tensors["scale_factor"], path))
     log.info("%s: variant %s (%s)", path.name, variant, reason)
 
     table, text_ignored = layout.original_to_ours(config, set(tensors))
@@ -74,3 +75,15 @@ def read_original(path: str | Path, variant: str | None = None, use_ema: bool = 
         state |= {ours: tensors[ema] for ema, ours in ema_table.items()}
     return OriginalCheckpoint(config, state, reason, needs_probe)
 
+
+def scale_factor_of(tensor: torch.Tensor, path: Path) -> float:
+    """The file's latent scale: one finite float > 0. The decoder divides by it (z / scale_factor),
+    so 0, a negative, inf or nan would turn every image black or to noise without an error."""
+    if tensor.numel() != 1 or not tensor.is_floating_point():
+        raise ValueError(f"{path}: key 'scale_factor' is a {tensor.dtype} tensor of shape {tuple(tensor.shape)}; "
+                         "the latent scale must be one floating-point number")
+    value = tensor.float().item()
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{path}: key 'scale_factor' holds {value!r}; the latent scale must be a finite number > 0 "
+                         "(the decoder divides by it)")
+    return value

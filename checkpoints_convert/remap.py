@@ -8,7 +8,9 @@ import torch
 
 
 def list_keys(keys: list[str]) -> str:
-    shown = ", ".join(keys[:10])
+    """The count and the first ten keys, each repr()'d: a key is the file's text, and may hold
+    escape sequences or newlines that must not reach the terminal raw."""
+    shown = ", ".join(repr(key) for key in keys[:10])
     return f"{len(keys)} key(s): {shown}" + (", ..." if len(keys) > 10 else "")
 
 
@@ -40,7 +42,7 @@ def load_state(module: torch.nn.Module, state: Mapping[str, torch.Tensor], what:
     for key, tensor in state.items():
         if tuple(tensor.shape) != tuple(expected[key].shape):
             raise ValueError(
-                f"{what}: {key} has shape {tuple(tensor.shape)} in the weights but "
+                f"{what}: {key!r} has shape {tuple(tensor.shape)} in the weights but "
                 f"{tuple(expected[key].shape)} in the model"
             )
     module.load_state_dict(state, strict=True, assign=assign)

@@ -1,9 +1,12 @@
 """Variant rules on their own: the yaml reader, the weight shapes, and the eps/v probe's rule."""
 
+import os
+import threading
+
 import pytest
 import torch
 
-from checkpoints_convert.detect import (VariantError, is_v_prediction, probe_v_prediction,
+from checkpoints_convert.detect import (MAX_YAML_BYTES, VariantError, is_v_prediction, probe_v_prediction,
                                         variant_from_weights, variant_from_yaml)
 from ldm.config import UNetConfig
 from ldm.modules.unet import UNet
@@ -56,6 +59,98 @@ def test_yaml_that_says_too_little_is_not_used(tmp_path):
     assert variant_from_yaml(path) is None
 
 
+def v2_v_yaml(blank: str = "") -> str:
+    """The v2-v yaml, `blank` inserted before the top-level fields and before the UNet's."""
+    text = YAML.format(target="LatentDiffusion", parameterization='    parameterization: "v"\n', num_classes="",
+                       in_channels=4, context_dim=1024)
+    text = text.replace("  params:\n", "  params:\n" + blank, 1)
+    return text.replace("      params:\n", "      params:\n" + blank, 1)
+
+
+def test_blank_lines_are_read_in_linear_time(tmp_path):
+    """The fields were found with `^\\s*name:\\s*(\\d+)` (re.MULTILINE): `\\s*` crosses newlines, so
+    every blank line restarted a scan over all the blank lines after it; 160 KB of them took 56 s.
+    Here 2 x 400 KB (on the old code: many minutes); read line by line, it is milliseconds."""
+    path = tmp_path / "model.yaml"
+    path.write_text(v2_v_yaml(blank="\n" * 400_000))
+    assert path.stat().st_size < MAX_YAML_BYTES
+    variant, reason = variant_from_yaml(path)
+    assert variant == "v2-v"
+    assert reason == "yaml model.yaml: in_channels 4, context_dim 1024, parameterization 'v'"
+
+
+def test_a_symlink_to_a_regular_yaml_is_followed(tmp_path):
+    (tmp_path / "real.yaml").write_text(v2_v_yaml())
+    (tmp_path / "model.yaml").symlink_to(tmp_path / "real.yaml")
+    assert variant_from_yaml(tmp_path / "model.yaml")[0] == "v2-v"
+
+
+def test_a_yaml_linked_to_a_device_is_refused_unread(tmp_path):
+    """/dev/zero never ends: reading it whole filled the memory."""
+    path = tmp_path / "model.yaml"
+    path.symlink_to("/dev/zero")
+    with pytest.raises(VariantError) as info:
+        variant_from_yaml(path)
+    assert str(info.value) == (f"{path}: not a regular file (a FIFO, a device or a directory); a config yaml "
+                               "beside a checkpoint is read only from a regular file: remove it or pass variant=")
+
+
+def test_a_fifo_yaml_is_refused_without_blocking(tmp_path):
+    """Opening a FIFO for reading blocked until a writer came: forever. Run in a thread, so that the
+    old behaviour fails this test instead of hanging the suite; a writer is opened at the end to
+    release a thread still blocked."""
+    path = tmp_path / "model.yaml"
+    os.mkfifo(path)
+    outcome = []
+
+    def read():
+        try:
+            outcome.append(variant_from_yaml(path))
+        except Exception as error:  # noqa: BLE001 - the test inspects it
+            outcome.append(error)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    thread.join(timeout=5)
+    blocked = thread.is_alive()
+    if blocked:
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))  # the reader's open returns, then reads EOF
+        thread.join(timeout=5)
+    assert not blocked, "variant_from_yaml blocked on a FIFO"
+    assert len(outcome) == 1 and isinstance(outcome[0], VariantError)
+    assert str(outcome[0]).startswith(f"{path}: not a regular file (a FIFO, a device or a directory)")
+
+
+def test_an_oversize_yaml_is_refused_naming_the_cap(tmp_path):
+    path = tmp_path / "model.yaml"
+    path.write_text(v2_v_yaml() + "#" * MAX_YAML_BYTES + "\n")
+    with pytest.raises(VariantError) as info:
+        variant_from_yaml(path)
+    assert str(info.value) == (f"{path}: the config yaml is larger than 1048576 bytes, the most read (the "
+                               "original inference yamls are about 2-3 KB); remove it or pass variant=")
+
+
+def test_a_yaml_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "model.yaml"
+    path.write_bytes(v2_v_yaml().encode() + b"# \xff\n")
+    with pytest.raises(VariantError, match=r"model\.yaml: the config yaml is not UTF-8 text \(invalid start byte"):
+        variant_from_yaml(path)
+
+
+@pytest.mark.parametrize("value, shown", [
+    ("9" * 5000, repr("9" * 40) + "..."),  # int() of over 4300 digits raised Python's own ValueError, naming nothing
+    ("9" * 12 + "\x1b[31m red", repr("9" * 12 + "\x1b[31m red")),  # the file's text, escaped: no raw ESC
+], ids=["5000 digits", "escape sequence"])
+def test_a_number_too_long_for_a_count_is_named_and_escaped(tmp_path, value, shown):
+    path = tmp_path / "model.yaml"
+    path.write_text(v2_v_yaml().replace("in_channels: 4", f"in_channels: {value}"))
+    with pytest.raises(VariantError) as info:
+        variant_from_yaml(path)
+    message = str(info.value)
+    assert message == f"{path}: in_channels: {shown} is not a channel or class count"
+    assert "\x1b" not in message
+
+
 PREFIX = "model.diffusion_model."
 
 
@@ -84,6 +179,17 @@ def test_weight_rule(found, expected):
 def test_weight_rule_refuses_what_it_cannot_tell(found, words):
     with pytest.raises(VariantError, match=words):
         variant_from_weights(found, "file.ckpt")
+
+
+@pytest.mark.parametrize("key, shape, ndim", [
+    (PREFIX + "input_blocks.0.0.weight", (320,), 4),  # the old code read shape[1]: IndexError
+    (PREFIX + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight", (320, 1024, 1), 2),
+], ids=["1-d UNet input", "3-d cross-attention"])
+def test_weight_rule_refuses_a_weight_of_the_wrong_rank(key, shape, ndim):
+    found = shapes(4, 1024) | {key: shape}
+    with pytest.raises(VariantError) as info:
+        variant_from_weights(found, "file.ckpt")
+    assert str(info.value) == f"file.ckpt: {key!r} has shape {shape}; a {ndim}-d weight was expected"
 
 
 def test_probe_rule_threshold():
