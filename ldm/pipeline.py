@@ -30,6 +30,7 @@ from .modules.autoencoder import AutoencoderKL
 from .modules.clip_text import CLIPTextEncoder
 from .modules.openclip_text import OpenCLIPTextEncoder
 from .modules.unet import UNet
+from .outputs import file_hash
 from .tasks.img2img import img2img
 from .tasks.txt2img import txt2img
 
@@ -75,6 +76,17 @@ class StableDiffusion(nn.Module):
         self.text_encoder = encoder_class(config.text_encoder)
         s = config.schedule
         self.schedule = NoiseSchedule.linear(s.num_timesteps, s.linear_start, s.linear_end)
+        self.source: Path | None = None  # the file or folder the weights came from
+
+    @property
+    def model_name(self) -> str:
+        """What the images' parameters call the model: the checkpoint's name, or the variant."""
+        return self.source.stem if self.source is not None else self.variant
+
+    @functools.cached_property
+    def model_hash(self) -> str | None:
+        """The first 10 hex digits of the checkpoint file's sha256 (None for a folder or no file)."""
+        return file_hash(self.source) if self.source is not None and self.source.is_file() else None
 
     @functools.cached_property
     def tokenizer(self) -> CLIPTokenizer:
@@ -104,8 +116,13 @@ class StableDiffusion(nn.Module):
         config = checkpoint.config
         with torch.device("meta"):
             model = cls(config)
-        load_state(model, checkpoint.state, f"{Path(path).name} ({config.name})", assign=True)
+        # Copies, never views of the file: read_checkpoint maps it, and a mapped weight would change
+        # (or kill the process, SIGBUS) when the file is rewritten or truncated after loading.
+        state = {key: tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else None, copy=True)
+                 for key, tensor in checkpoint.state.items()}
+        load_state(model, state, f"{Path(path).name} ({config.name})", assign=True)
         model = model.to(device=device, dtype=dtype).eval()
+        model.source = Path(path)
         if checkpoint.needs_prediction_probe:
             is_v, score = probe_v_prediction(model.unet, config.unet.context_dim)
             if is_v:
@@ -150,6 +167,7 @@ class StableDiffusion(nn.Module):
         shapes = {k: v.shape for k, v in model.state_dict().items()}
         state = diffusers.read_folder(folder, config, shapes, dtype)
         load_state(model, state, f"{folder} ({config.name})", assign=True)
+        model.source = Path(folder)
         return model.eval()
 
     def save_diffusers(self, folder: str | Path, dtype: torch.dtype | None = None) -> Path:
