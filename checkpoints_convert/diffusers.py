@@ -23,7 +23,8 @@ A diffusers pipeline folder holds one subfolder per component, each with its con
 The tensor names and the few changes of shape are tables (the keymap/diffusers_*.py files); this
 file moves folders and configs. Reading back, the variant comes from the configs (or variant=,
 which wins): cross_attention_dim 768 is v1, 1024 the v2 family, told apart by the UNet's input
-channels (9 inpainting, 5 depth) and, for 4 channels, by the scheduler's prediction_type (v2 / v2-v).
+channels (9 inpainting, 5 depth) and, for 4 channels, by the scheduler's prediction_type (v2 / v2-v);
+96 is the bundled demo model. The latent scale is the VAE config's scaling_factor (as diffusers).
 The x4 upscaler has a pipeline of its own in diffusers (a second scheduler, a low-resolution
 image input), which this module does not write or read: it is refused both ways.
 """
@@ -32,14 +33,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from ldm.config import PRESETS, ModelConfig
 from tokenizer.bpe import load_merges
@@ -49,6 +50,7 @@ from .detect import BY_IN_CHANNELS, VariantError
 from .keymap import diffusers_autoencoder, diffusers_text, diffusers_unet
 from .keymap.diffusers_component import ComponentMap
 from .read import read_checkpoint
+from .save import new_partial, save_safetensors, writing
 
 log = logging.getLogger("ldm")
 
@@ -66,6 +68,7 @@ PIPELINES = {
     # diffusers' depth pipeline also wants its MiDaS depth_estimator, which our model does not hold:
     # pass one to from_pretrained.
     "v2-depth": "StableDiffusionDepth2ImgPipeline",
+    "demo": "StableDiffusionPipeline",  # the bundled model: a small v1 (its own sizes, in the configs)
 }
 UPSCALER_REFUSED = ("the x4 upscaler is not supported: diffusers runs it with StableDiffusionUpscalePipeline "
                     "(a low-resolution image input and a second noise scheduler), a different folder layout")
@@ -170,7 +173,7 @@ def check_output_folder(folder: str | Path) -> Path:
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise FileExistsError(f"{folder} exists and is not an empty folder; choose another (nothing is overwritten)")
     if not folder.parent.is_dir():
-        raise FileNotFoundError(f"{folder.parent} is not a folder")
+        raise FileNotFoundError(f"{folder}: the folder {folder.parent} does not exist")
     return folder
 
 
@@ -180,27 +183,15 @@ def write_folder(config: ModelConfig, state: Mapping[str, torch.Tensor], folder:
     pipeline folder, its float tensors stored as `dtype`.
 
     The folder is written under a temporary name beside it and renamed when complete, so a failure
-    leaves no half-written folder behind."""
+    leaves no half-written folder behind. It is made the way any new folder is (mode 0777 for the
+    kernel to take the umask from, not mkdtemp's private 0700), as are its files."""
     if config.name == "x4-upscaler":
         raise VariantError(f"cannot write {folder}: {UPSCALER_REFUSED}")
     folder = check_output_folder(folder)
-    partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
+    partial, _ = new_partial(folder, lambda name: os.mkdir(name, 0o777))
     try:
-        for component, table in component_maps(config).items():
-            prefix = f"{component}."
-            ours = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-            tensors = table.to_diffusers(ours, f"{config.name} {component}", dtype)
-            (partial / component).mkdir()
-            save_file({k: v.cpu() for k, v in tensors.items()},
-                      str(partial / component / f"{FILES[component][0]}.safetensors"), metadata={"format": "pt"})
-            del tensors
-        for component, values in component_configs(config, dtype).items():
-            (partial / component).mkdir(exist_ok=True)
-            (partial / component / FILES[component][1]).write_text(_json(values))
-        (partial / "tokenizer").mkdir()
-        for name, text in tokenizer_files(config).items():
-            (partial / "tokenizer" / name).write_text(text, encoding="utf-8")
-        (partial / "model_index.json").write_text(_json(model_index(config)))
+        with writing(folder):
+            write_components(config, state, partial, dtype)
         if folder.exists():
             folder.rmdir()  # empty, checked above
         os.rename(partial, folder)
@@ -211,6 +202,26 @@ def write_folder(config: ModelConfig, state: Mapping[str, torch.Tensor], folder:
     return folder
 
 
+def write_components(config: ModelConfig, state: Mapping[str, torch.Tensor], partial: Path,
+                     dtype: torch.dtype) -> None:
+    """The folder's contents: each component's weights and config, the tokenizer, the index."""
+    for component, table in component_maps(config).items():
+        prefix = f"{component}."
+        ours = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        tensors = table.to_diffusers(ours, f"{config.name} {component}", dtype)
+        (partial / component).mkdir()
+        save_safetensors({k: v.cpu() for k, v in tensors.items()},
+                         str(partial / component / f"{FILES[component][0]}.safetensors"), {"format": "pt"})
+        del tensors
+    for component, values in component_configs(config, dtype).items():
+        (partial / component).mkdir(exist_ok=True)
+        (partial / component / FILES[component][1]).write_text(_json(values))
+    (partial / "tokenizer").mkdir()
+    for name, text in tokenizer_files(config).items():
+        (partial / "tokenizer" / name).write_text(text, encoding="utf-8")
+    (partial / "model_index.json").write_text(_json(model_index(config)))
+
+
 # -- reading ---------------------------------------------------------------------------------------
 
 def read_json(path: Path, what: str) -> dict:
@@ -218,9 +229,12 @@ def read_json(path: Path, what: str) -> dict:
         raise FileNotFoundError(f"{path}: missing ({what}); a diffusers pipeline folder has unet/, vae/, "
                                 "text_encoder/, scheduler/ and model_index.json")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: holds a JSON {type(value).__name__}, not an object ({what})")
+    return value
 
 
 def weights_path(component_folder: Path, stem: str) -> list[Path]:
@@ -230,7 +244,19 @@ def weights_path(component_folder: Path, stem: str) -> list[Path]:
             return [component_folder / name]
         index = component_folder / f"{name}.index.json"
         if index.is_file():
-            shards = sorted(set(read_json(index, "a sharded weights index")["weight_map"].values()))
+            weight_map = read_json(index, "a sharded weights index").get("weight_map")
+            if not isinstance(weight_map, dict):
+                raise ValueError(f"{index}: no \"weight_map\" object (tensor name -> shard file)")
+            shards = sorted(set(map(str, weight_map.values())))
+            # A shard is a file of this folder: a name from the index never leads outside it (and,
+            # printed in later messages, holds no control characters).
+            bad = [s for s in shards if Path(s).name != s or s in (".", "..") or not s.isprintable()]
+            if bad:
+                raise ValueError(f"{index}: shard names must be plain file names in {component_folder}, "
+                                 f"not {', '.join(map(repr, bad[:3]))}")
+            missing = [s for s in shards if not (component_folder / s).is_file()]
+            if missing:
+                raise FileNotFoundError(f"{index}: shard file(s) missing: {', '.join(map(repr, missing[:3]))}")
             return [component_folder / shard for shard in shards]
     present = sorted(p.name for p in component_folder.iterdir())
     raise FileNotFoundError(f"{component_folder}: no weights ({stem}.safetensors or {stem}.bin); found {present}")
@@ -241,18 +267,20 @@ def variant_from_configs(unet: dict, scheduler: dict, where: Path) -> tuple[str,
     context_dim = unet.get("cross_attention_dim", 1280)
     in_channels = unet.get("in_channels", 4)
     prediction = scheduler.get("prediction_type", "epsilon")
-    reason = f"cross_attention_dim {context_dim}, in_channels {in_channels}, prediction_type {prediction}"
+    # Values from the file are repr()'d in every message: they may hold escape sequences or newlines.
+    reason = f"cross_attention_dim {context_dim!r}, in_channels {in_channels!r}, prediction_type {prediction!r}"
     if unet.get("num_class_embeds") is not None:
         raise VariantError(f"{where}: {UPSCALER_REFUSED}")
-    if context_dim not in (768, 1024):
-        raise VariantError(f"{where / 'unet' / 'config.json'}: cross_attention_dim={context_dim} is no Stable "
-                           "Diffusion 1.x/2.x model (768: v1, 1024: the v2 family)")
+    demo_dim = PRESETS["demo"].unet.context_dim
+    if context_dim not in (768, 1024, demo_dim):
+        raise VariantError(f"{where / 'unet' / 'config.json'}: cross_attention_dim={context_dim!r} is no Stable "
+                           f"Diffusion 1.x/2.x model (768: v1, 1024: the v2 family; {demo_dim}: the demo model)")
     if prediction not in ("epsilon", "v_prediction"):
         raise VariantError(f"{where / 'scheduler' / 'scheduler_config.json'}: prediction_type={prediction!r}; "
                            "Stable Diffusion predicts 'epsilon' or 'v_prediction'")
-    if context_dim == 768 and in_channels == 4:
-        variant = "v1"
-    elif context_dim == 1024 and in_channels in BY_IN_CHANNELS:
+    if context_dim in (768, demo_dim) and in_channels == 4:
+        variant = "v1" if context_dim == 768 else "demo"
+    elif context_dim == 1024 and isinstance(in_channels, int) and in_channels in BY_IN_CHANNELS:
         variant = BY_IN_CHANNELS[in_channels]  # the v2 family by the UNet's input channels
         variant = "v2-v" if variant == "v2" and prediction == "v_prediction" else variant
     else:
@@ -297,6 +325,11 @@ def folder_variant(folder: str | Path, variant: str | None = None, dtype: torch.
     else:
         reason = f"explicit variant={variant!r}"
     config = PRESETS[variant]
+    scaling_factor = found["vae"].get("scaling_factor", config.scale_factor)
+    if type(scaling_factor) in (int, float) and 0 < scaling_factor < math.inf and scaling_factor != config.scale_factor:
+        # diffusers scales the latents by the VAE config's scaling_factor: a re-trained model's own
+        # (the demo model's), as an original file's `scale_factor` buffer (checkpoints_convert/load.py).
+        config = replace(config, scale_factor=float(scaling_factor))
     log.info("%s: variant %s (%s)", folder, variant, reason)
     expected = component_configs(config, dtype)
     for component, keymap in CHECKED_CONFIGS.items():

@@ -19,6 +19,10 @@ class UsageError(Exception):
     """A bad flag: printed as one line, exit code 2."""
 
 
+class RunError(Exception):
+    """A failure during the run (a full disk, ...): printed as one line, exit code 1."""
+
+
 @contextlib.contextmanager
 def flag_errors():
     """A task's ArgumentError or ValueError becomes a UsageError; an ArgumentError names the flag
@@ -33,26 +37,54 @@ def flag_errors():
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
-    add("--ckpt", type=str, help="path to the checkpoint (.ckpt or .safetensors; default: the bundled demo model)")
+    add("--ckpt", type=str, help="the checkpoint: a .ckpt or .safetensors file, a diffusers folder, or demo "
+                                 "(default: demo, the bundled demo model)")
     add("--variant", type=str, help="the model variant (default: detected)")
     add("--device", type=str, help="cpu, cuda, mps (default: cuda, then mps, then cpu)")
     add("--dtype", type=str, choices=["float32", "float16", "bfloat16"], help="weights and activations dtype")
 
 
-def check_model_flags(args: argparse.Namespace) -> None:
-    """--ckpt must name a file (no --ckpt: the demo model shipped with the package); --dtype must
-    suit --device. Checked before anything is loaded."""
-    from ..pipeline import resolve_dtype
-
-    if args.ckpt is None:
+def resolve_ckpt(ckpt: str | None) -> Path:
+    """--ckpt: None or "demo" is the bundled demo model; otherwise a checkpoint file or a diffusers
+    folder (one with model_index.json). Checked before anything is loaded."""
+    if ckpt is None or ckpt == "demo":
         from ..demo import CHECKPOINT
 
         if not CHECKPOINT.is_file():
-            raise UsageError(f"no --ckpt given and the bundled demo model {CHECKPOINT} is missing "
-                             "(re-install the package, or pass --ckpt)")
-        args.ckpt = str(CHECKPOINT)
-    if not Path(args.ckpt).is_file():
-        raise UsageError(f"--ckpt {args.ckpt}: no such checkpoint file")
+            raise UsageError(f"the bundled demo model {CHECKPOINT} is missing (re-install the package)")
+        return CHECKPOINT
+    path = Path(ckpt)
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise UsageError(f"--ckpt {ckpt}: a folder without model_index.json; give a .ckpt/.safetensors file "
+                             "or a diffusers pipeline folder")
+        return path
+    if not path.exists():
+        raise UsageError(f"--ckpt {ckpt}: no such checkpoint file or folder")
+    if not path.is_file():
+        raise UsageError(f"--ckpt {ckpt}: not a regular file (a device, pipe or socket)")
+    return path
+
+
+def check_model_flags(args: argparse.Namespace) -> None:
+    """--ckpt (resolve_ckpt), --config's yaml read for the variant, --device present in this
+    torch, --dtype suited to it. Checked before anything is loaded."""
+    from checkpoints_convert.detect import variant_from_yaml
+
+    from ..pipeline import resolve_dtype
+
+    args.ckpt = str(resolve_ckpt(args.ckpt))
+    config = getattr(args, "config", None)
+    if config:
+        if not Path(config).is_file():
+            raise UsageError(f"--config {config}: no such file")
+        try:
+            found = variant_from_yaml(Path(config))
+        except (ValueError, OSError) as error:
+            raise UsageError(f"--config {config}: {error}") from None
+        if found is None and args.variant is None:
+            raise UsageError(f"--config {config}: the yaml does not tell the variant; pass --variant")
+        args.variant = args.variant or found[0]
     try:
         resolve_dtype(requested_device(args), args.dtype)
     except (ValueError, RuntimeError) as error:
@@ -60,28 +92,36 @@ def check_model_flags(args: argparse.Namespace) -> None:
 
 
 def requested_device(args: argparse.Namespace) -> torch.device:
-    """--device, or the default (cuda, then mps, then cpu)."""
+    """--device, or the default (cuda, then mps, then cpu); one this torch build can use."""
     from ..pipeline import default_device
 
-    return torch.device(args.device) if args.device else default_device()
+    if not args.device:
+        return default_device()
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise UsageError(f"--device {args.device}: not a device torch knows; use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cpu":
+        return device
+    backend = torch.backends.mps if device.type == "mps" else getattr(torch, device.type, None)
+    available = getattr(backend, "is_available", lambda: False)()
+    count = getattr(backend, "device_count", lambda: 1)() if available else 0
+    if not available or (device.index or 0) >= count:
+        raise UsageError(f"--device {args.device}: this torch {torch.__version__} has no such device "
+                         f"({count} {device.type} device(s) found); use --device cpu")
+    return device
 
 
 def load_model(args: argparse.Namespace):
-    """The StableDiffusion of --ckpt (its variant from --variant, --config's yaml, or detected)."""
-    from checkpoints_convert.detect import variant_from_yaml
+    """The StableDiffusion of --ckpt (a file, or a diffusers folder), after check_model_flags."""
+    from ..pipeline import StableDiffusion, resolve_dtype
 
-    from ..pipeline import StableDiffusion
-
-    variant = args.variant
-    if variant is None and getattr(args, "config", None):
-        found = variant_from_yaml(Path(args.config))
-        if found is None:
-            raise UsageError(f"--config {args.config}: the yaml does not tell the variant; pass --variant")
-        variant = found[0]
     device = requested_device(args)
     precision = getattr(args, "precision", "autocast")
     dtype = args.dtype or ("float16" if precision == "autocast" and device.type == "cuda" else "float32")
     try:
-        return StableDiffusion.from_checkpoint(args.ckpt, variant=variant, device=device, dtype=dtype)
+        if Path(args.ckpt).is_dir():
+            return StableDiffusion.from_diffusers(args.ckpt, args.variant, resolve_dtype(device, dtype)).to(device)
+        return StableDiffusion.from_checkpoint(args.ckpt, variant=args.variant, device=device, dtype=dtype)
     except (ValueError, KeyError, OSError) as error:
         raise UsageError(f"--ckpt {args.ckpt}: {error}") from None

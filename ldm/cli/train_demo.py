@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..demo.train import TrainingConfig
-from .common import UsageError
+from .common import RunError, UsageError
 
 
 def add_parser(commands) -> None:
@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
         record = train_demo(args.out, config, minutes=args.minutes, progress=args.progress)
     except (FileExistsError, FileNotFoundError, ValueError) as error:
         raise UsageError(str(error)) from None
+    except OSError as error:  # the model could not be written (a full disk): one line, nothing left behind
+        raise RunError(str(error)) from None
     print(f"{args.out}: {record['autoencoder_steps_done']} autoencoder + {record['denoiser_steps_done']} "
           f"denoiser steps in {record['wall_seconds'] / 60:.1f} min; final losses (mean of the last 200 steps): "
           f"autoencoder {record['autoencoder_final_loss']}, denoiser {record['denoiser_final_loss']}; "

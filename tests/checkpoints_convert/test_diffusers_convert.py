@@ -19,6 +19,7 @@ from __future__ import annotations
 import gc
 import json
 import math
+import os
 import shutil
 import time
 import zlib
@@ -30,7 +31,7 @@ from safetensors import safe_open
 
 from checkpoints_convert.detect import VariantError
 from checkpoints_convert.diffusers import component_configs, component_maps, model_index
-from ldm.config import PRESETS, V1, V2, X4_UPSCALER
+from ldm.config import DEMO, PRESETS, V1, V2, X4_UPSCALER
 from ldm.convert import convert
 from ldm.pipeline import StableDiffusion
 from tests.reference.original_ldm import relative_error
@@ -350,3 +351,109 @@ def test_refuses_the_x4_upscaler_both_ways(tmp_path):
 def test_convert_names_the_accepted_directions(tmp_path):
     with pytest.raises(ValueError, match="to='onnx'"):
         convert(tmp_path / "a", tmp_path / "b", to="onnx")
+
+
+# What to write follows the output's name (or `to`); a request that is ambiguous or contradicts
+# itself is refused with what to say instead, before the input is read (it does not even exist here).
+@pytest.mark.parametrize("output, options, error, message", [
+    ("out.bin", {}, ValueError, "the output .*out.bin has the unknown extension '.bin': name a .safetensors, .ckpt, "
+                                ".pt, .pth file .* or a folder without an extension .*, or say which with --to"),
+    ("out.ckpt", {"to": "diffusers"}, ValueError, "--to diffusers, but the output .*out.ckpt has the single-file "
+                                                  "extension '.ckpt': a diffusers pipeline is a folder"),
+    ("out", {"to": "original"}, ValueError, "--to original, but the output .*out has no extension: an original "
+                                            "checkpoint is one file named .safetensors, .ckpt, .pt, .pth"),
+    ("out.bin", {"to": "original"}, ValueError, "--to original, but the output .*out.bin has the extension '.bin'"),
+    ("missing/out.ckpt", {}, FileNotFoundError, "out.ckpt: the folder .*missing does not exist"),
+    ("missing/out", {}, FileNotFoundError, "out: the folder .*missing does not exist"),
+    ("taken.ckpt", {}, FileExistsError, "taken.ckpt exists; choose another name"),
+    ("out", {"ema": "keep"}, ValueError, "--ema keep: a diffusers folder holds one set of UNet weights; choose "
+                                         "--ema use .* or --ema drop"),
+    ("out.ckpt", {"ema": "newest"}, ValueError, "ema='newest': use one of 'keep', 'drop', 'use'"),
+])
+def test_convert_refuses_what_it_cannot_tell_or_would_overwrite(tmp_path, output, options, error, message):
+    (tmp_path / "taken.ckpt").write_bytes(b"mine")
+    with pytest.raises(error, match=message):
+        convert(tmp_path / "not-read.ckpt", tmp_path / output, **options)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.ckpt"]
+    assert (tmp_path / "taken.ckpt").read_bytes() == b"mine"
+
+
+def test_convert_refuses_a_folder_to_a_folder_and_ema_from_a_folder(tmp_path):
+    (tmp_path / "pipeline").mkdir()
+    with pytest.raises(ValueError, match="pipeline and the output .*copy are both diffusers folders: nothing to "
+                                         "convert; name a .safetensors, .ckpt, .pt, .pth file"):
+        convert(tmp_path / "pipeline", tmp_path / "copy")
+    with pytest.raises(ValueError, match="--ema use: the input .*pipeline is a diffusers folder, which holds no EMA"):
+        convert(tmp_path / "pipeline", tmp_path / "out.safetensors", ema="use")
+    assert [p.name for p in tmp_path.iterdir()] == ["pipeline"]
+
+
+# -- the demo model, and the folder's permissions ------------------------------------------------------------
+
+@torch.no_grad()
+def test_the_demo_model_converts_to_a_folder_diffusers_runs_and_back(tmp_path):
+    """The bundled model (its own sizes, cross_attention_dim 96, and its own latent scale): diffusers'
+    StableDiffusionPipeline loads the folder and its UNet and text encoder compute ours; read back,
+    the variant and the scale are found from the configs and every tensor is the same."""
+    from diffusers import StableDiffusionPipeline
+
+    sd = StableDiffusion.demo(device="cpu", dtype=torch.float32)
+    assert sd.config.scale_factor != DEMO.scale_factor  # re-trained: the file's own scale
+    folder = convert(ldm_demo_checkpoint(), tmp_path / "demo")  # no extension: a diffusers folder
+    pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True)
+    assert pipe.vae.config.scaling_factor == sd.config.scale_factor
+    generator = torch.Generator().manual_seed(0)
+    x, context = torch.randn(2, 4, 16, 16, generator=generator), torch.randn(2, 77, 96, generator=generator)
+    t, tokens = torch.tensor([10.0, 900.0]), sd.tokenizer(["a red circle on a blue background", ""])
+    ours = {"unet": sd.unet(x, t, context), "text": sd.text_encoder(tokens)}
+    theirs = {"unet": pipe.unet(x, t, encoder_hidden_states=context).sample, "text": pipe.text_encoder(tokens)[0]}
+    for name, reference in theirs.items():
+        assert reference.std() > 0.1
+        assert relative_error(ours[name], reference) <= TOLERANCE, name
+
+    back = StableDiffusion.from_diffusers(folder)  # the variant and the scale from the configs
+    assert back.variant == "demo" and back.config == sd.config
+    assert all(torch.equal(back.state_dict()[k], v) for k, v in sd.state_dict().items())
+
+
+def ldm_demo_checkpoint() -> Path:
+    from ldm.demo import CHECKPOINT
+
+    return CHECKPOINT
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask-022", "umask-027"])
+def test_the_folder_and_its_files_get_the_permissions_of_the_umask(tiny_sd, tmp_path, umask):
+    """Not mkdtemp's private 0700 for the folder, nor the 0600 of safetensors' temporary file for the
+    weights: 0777 / 0666 less the umask, as any program's folders and files."""
+    previous = os.umask(umask)
+    try:
+        folder = tiny_sd.save_diffusers(tmp_path / "out", torch.float32)
+    finally:
+        os.umask(previous)
+    modes = {str(p.relative_to(tmp_path)): p.stat().st_mode & 0o777 for p in [folder, *folder.rglob("*")]}
+    assert len(modes) == 18  # the folder, its 5 subfolders and 12 files
+    expected = {name: 0o777 & ~umask if (tmp_path / name).is_dir() else 0o666 & ~umask for name in modes}
+    assert modes == expected
+
+
+# -- a hostile folder: its text never reaches the terminal raw ------------------------------------------------
+
+HOSTILE = "\x1b[31mred\nnext line"
+
+
+def test_messages_quote_the_folder_s_content_with_repr(tmp_path):
+    """A config value or a shard name from the folder is shown repr()'d: the escape sequence and the
+    newline appear as `\\x1b` and `\\n`, never raw."""
+    folder = configs_only_folder(tmp_path / "hostile", V1, cross_attention_dim=HOSTILE)
+    with pytest.raises(VariantError) as refused:
+        StableDiffusion.from_diffusers(folder)
+    assert repr(HOSTILE) in str(refused.value) and "\x1b" not in str(refused.value) and "\n" not in str(refused.value)
+
+    folder = configs_only_folder(tmp_path / "sharded", V1)
+    index = {"weight_map": {"conv_in.weight": HOSTILE + ".safetensors"}}
+    (folder / "unet" / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError) as refused:
+        StableDiffusion.from_diffusers(folder)
+    assert repr(HOSTILE + ".safetensors") in str(refused.value) and "\x1b" not in str(refused.value)
+    assert "shard names must be plain file names" in str(refused.value)

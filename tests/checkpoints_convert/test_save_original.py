@@ -2,24 +2,32 @@
 scripts' torch.load + LatentDiffusion.load_state_dict(strict=False)) with no missing and no
 unexpected key, and its modules then compute what ours compute; and the whole txt2img chain of
 the original script (text encoder, sampler with guidance and a negative prompt, VAE decode) gives
-our txt2img's latents and images (v1 with PLMS, v2-v with DDIM and v-prediction)."""
+our txt2img's latents and images (v1 with PLMS, v2-v with DDIM and v-prediction).
+
+And the file is written atomically (write_checkpoint, which save_checkpoint, `convert` and
+`train-demo` use): a failed or interrupted save leaves nothing behind, of two savers racing for one
+name exactly one wins, and the file gets the permissions the umask gives any new file."""
 
 from __future__ import annotations
 
+import errno
 import gc
 import json
+import os
+import threading
 
 import pytest
 import torch
 
+from checkpoints_convert import save
+from checkpoints_convert.read import read_checkpoint
+from checkpoints_convert.save import write_checkpoint
 from ldm.config import PRESETS
 from ldm.pipeline import StableDiffusion
 from tests.reference.original_configs import FIRST_STAGE_PARAMS as FIRST_STAGE
 from tests.reference.original_configs import UNET_PARAMS as ORIGINAL_UNET_PARAMS
 from tests.reference.original_ldm import relative_error, run_original
 from tokenizer import CLIPTokenizer
-
-pytestmark = pytest.mark.slow  # full-size models through the original code
 
 CASES = [("v1", "model.ckpt"), ("v2-v", "model.safetensors")]
 
@@ -38,6 +46,7 @@ def randomise_(model: torch.nn.Module, seed: int) -> None:
                 tensor.copy_(0.1 * noise)
 
 
+@pytest.mark.slow  # full-size models through the original code
 @pytest.mark.parametrize("variant, name", CASES)
 def test_the_original_code_loads_our_checkpoint(tmp_path, variant, name):
     config = PRESETS[variant]
@@ -93,3 +102,87 @@ def test_the_original_code_loads_our_checkpoint(tmp_path, variant, name):
         assert error <= 1e-5, output
     del sd
     gc.collect()
+
+
+# -- writing the file: atomic, never over another, with the umask's permissions -----------------------
+
+TENSORS = {"model.diffusion_model.out.0.weight": torch.arange(12.0).reshape(3, 4), "betas": torch.linspace(0, 1, 5)}
+
+
+def broken_writer(error: BaseException):
+    """A writer that gets some bytes out, then fails (a full disk, Ctrl-C)."""
+    def write(obj, path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"PK\x03\x04 half a checkpoint")
+        raise error
+    return write
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "model.ckpt"])
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()],
+                         ids=["disk-full", "ctrl-c"])
+def test_a_failed_save_leaves_nothing_behind_and_a_retry_succeeds(tmp_path, monkeypatch, name, error):
+    """The old write went straight to the final name: the truncated file stayed, and the retry was
+    refused ("exists")."""
+    with monkeypatch.context() as patch:
+        patch.setattr(save, "save_file", broken_writer(error))
+        patch.setattr(torch, "save", broken_writer(error))
+        with pytest.raises(type(error)):
+            write_checkpoint(tmp_path / name, TENSORS)
+    assert list(tmp_path.iterdir()) == []  # neither the name nor a temporary file
+    path = write_checkpoint(tmp_path / name, TENSORS)
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+    read = read_checkpoint(path)
+    assert set(read) == set(TENSORS) and all(torch.equal(read[k], v) for k, v in TENSORS.items())
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "model.ckpt"])
+def test_of_two_savers_racing_for_one_name_exactly_one_wins(tmp_path, monkeypatch, name):
+    """Both start writing before either has finished (a barrier in the writer): the name is taken by
+    the first to finish, the other gets FileExistsError naming it, and the file is the winner's,
+    complete. (The old write let both "succeed", one over the other.)"""
+    barrier = threading.Barrier(2, timeout=120)
+    real_save_file, real_torch_save = save.save_file, torch.save
+
+    def after_both_started(write):
+        def wrapped(*args, **kwargs):
+            barrier.wait()
+            return write(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(save, "save_file", after_both_started(real_save_file))
+    monkeypatch.setattr(torch, "save", after_both_started(real_torch_save))
+    path, outcomes = tmp_path / name, {}
+    tensors = {saver: {k: v + saver for k, v in TENSORS.items()} for saver in (1, 2)}
+
+    def saver(number: int) -> None:
+        try:
+            outcomes[number] = write_checkpoint(path, tensors[number])
+        except FileExistsError as error:
+            outcomes[number] = error
+
+    threads = [threading.Thread(target=saver, args=(n,)) for n in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [n for n, outcome in outcomes.items() if outcome == path]
+    losers = [outcome for outcome in outcomes.values() if isinstance(outcome, FileExistsError)]
+    assert len(winners) == 1 and len(losers) == 1, outcomes
+    assert str(path) in str(losers[0]) and "never overwritten" in str(losers[0])
+    read = read_checkpoint(path)
+    assert all(torch.equal(read[k], v) for k, v in tensors[winners[0]].items())
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "model.ckpt"])
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)], ids=["umask-022", "umask-027"])
+def test_the_file_gets_the_permissions_of_the_umask(tmp_path, name, umask, mode):
+    """Not the 0600 of a private temporary file (safetensors 0.8's save_file writes one and renames
+    it over the target: the old .safetensors files were 0600 whatever the umask)."""
+    previous = os.umask(umask)
+    try:
+        path = write_checkpoint(tmp_path / name, TENSORS)
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == mode, oct(path.stat().st_mode)
