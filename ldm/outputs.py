@@ -20,9 +20,12 @@ GRID_PATTERN, GRID_DIGITS = "grid-{n:0{width}d}.png", 4
 
 
 def save_sample(image: Image.Image, outdir: str | Path, parameters: str | None = None) -> Path:
-    """OUTDIR/samples/<next number>.png (the folders are made when missing)."""
+    """OUTDIR/samples/<next number>.png (the folders are made when missing). `parameters`: the text
+    chunk; None takes the one the task put in image.info (sd.txt2img's images carry theirs)."""
     folder = Path(outdir) / "samples"
     folder.mkdir(parents=True, exist_ok=True)
+    if parameters is None:
+        parameters = image.info.get("parameters")
     return save_png(image, folder, SAMPLE_PATTERN, SAMPLE_DIGITS, parameters)
 
 
@@ -85,17 +88,20 @@ def make_grid(images: list[Image.Image], columns: int) -> Image.Image:
 
 
 def parameters_text(prompt: str, *, negative_prompt: str, steps: int, sampler: str, guidance_scale: float, seed: int,
-                    width: int, height: int, model_hash: str, model: str, eta: float,
+                    width: int, height: int, model_hash: str | None, model: str, eta: float,
                     strength: float | None = None) -> str:
     """The `parameters` PNG text chunk, in the layout other Stable Diffusion tools read:
 
         prompt
         Negative prompt: ...
         Steps: 50, Sampler: DDIM, CFG scale: 7.5, Seed: 42, Size: 512x512, Model hash: ..., ...
+
+    (no "Model hash" for a model that is not one file: a diffusers folder, or built in memory).
     """
     lines = [prompt, f"Negative prompt: {negative_prompt}"]
     fields = [f"Steps: {steps}", f"Sampler: {sampler.upper()}", f"CFG scale: {guidance_scale}", f"Seed: {seed}",
-              f"Size: {width}x{height}", f"Model hash: {model_hash}", f"Model: {model}", f"Eta: {eta}"]
+              f"Size: {width}x{height}"] + ([f"Model hash: {model_hash}"] if model_hash else []) + [
+              f"Model: {model}", f"Eta: {eta}"]
     if strength is not None:
         fields.append(f"Denoising strength: {strength}")
     return "\n".join(lines + [", ".join(fields)])

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         sync()
         stages["VAE decode"] = time.perf_counter() - start
     f = sd.config.autoencoder.downsampling_factor
-    print(f"{sd.variant} on {sd.device} ({sd.dtype}), batch {args.n_samples}, "
+    print(f"{sd.variant} on {sd.device} ({sd.dtype}, {torch.get_num_threads()} CPU threads), batch {args.n_samples}, "
           f"{latent.shape[3] * f}x{latent.shape[2] * f}, guidance scale {args.scale}")
     for name, seconds in stages.items():
         print(f"  {name:<36} {seconds:8.3f} s")

@@ -5,14 +5,21 @@ OUTDIR/samples/NNNNN.png and the grid (ldm/outputs.py)."""
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable
 
 from samplers import SAMPLERS
 
-from ..outputs import file_hash, parameters_text, save_grid, save_sample
+from ..outputs import save_grid, save_sample
 from ..tasks.common import check_model, check_sampling, check_seed, prompts_for
-from .common import UsageError, add_model_flags, check_model_flags, flag_errors
+from .common import RunError, UsageError, add_model_flags, check_model_flags, flag_errors
+
+# A PNG of W x H pixels is at most about 3 W H bytes (RGB, compression never helps noise much): the
+# room a run needs on the disk, checked before the model loads.
+PNG_BYTES_PER_PIXEL = 3
 
 
 def add_generation_flags(parser: argparse.ArgumentParser, scale: float, n_iter: int, n_samples: int) -> None:
@@ -44,12 +51,15 @@ def check_generation_flags(args: argparse.Namespace, starts_late: bool = False) 
     """Everything that can be checked before a model is loaded; UsageError names the flag. The
     sampling arguments go through the tasks' own checks (ldm/tasks/common.py). -> the prompt batches."""
     check_model_flags(args)
+    for flag, text in (("--prompt", args.prompt), ("--negative-prompt", args.negative_prompt)):
+        check_utf8(flag, text)
     if args.n_iter < 1:
         raise UsageError(f"--n_iter {args.n_iter}: must be >= 1")
     if args.n_rows < 0:
         raise UsageError(f"--n_rows {args.n_rows}: must be >= 0 (0: --n_samples images per row of the grid)")
     if args.from_file and not Path(args.from_file).is_file():
-        raise UsageError(f"--from-file {args.from_file}: no such file")
+        problem = "not a regular file" if Path(args.from_file).exists() else "no such file"
+        raise UsageError(f"--from-file {args.from_file}: {problem}")
     with flag_errors():
         prompts_for(args.prompt, args.n_samples)
         check_sampling(sampler=args.sampler, steps=args.ddim_steps, guidance_scale=args.scale, eta=args.ddim_eta,
@@ -58,7 +68,39 @@ def check_generation_flags(args: argparse.Namespace, starts_late: bool = False) 
     seeds_used = max(first_seed + len(prompts) for prompts, first_seed in run_plan(args, batches)) - args.seed
     with flag_errors():
         check_seed(args.seed, seeds_used)
+    images = seeds_used * (not args.skip_save) + (seeds_used if not args.skip_grid else 0)
+    check_outdir(Path(args.outdir), images, (getattr(args, "H", None) or 512) * (getattr(args, "W", None) or 512))
     return batches
+
+
+def check_utf8(flag: str, text: str) -> None:
+    """Text from the command line that is not UTF-8 arrives with its bad bytes as lone surrogates
+    (Python's surrogateescape): refuse it now, not when the PNG's text chunk is written."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        byte = ord(text[error.start]) - 0xDC00
+        raise UsageError(f"{flag}: not valid UTF-8 (byte 0x{byte & 0xFF:02x} at character {error.start}); "
+                         "set the terminal's encoding to UTF-8 or use --from-file with a UTF-8 file") from None
+
+
+def check_outdir(outdir: Path, images: int, pixels: int) -> None:
+    """Before the model loads, leaving nothing behind: OUTDIR/samples can be made and written in
+    (a probe folder is made and removed in the deepest part that exists), and the disk has room
+    for `images` PNGs of `pixels` pixels each."""
+    existing = outdir / "samples"
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"--outdir {outdir}: a file is in the way ({existing}); give a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".ldm-probe-"))
+    except OSError as error:
+        raise UsageError(f"--outdir {outdir}: cannot write there ({error.strerror or error})") from None
+    needed, free = images * pixels * PNG_BYTES_PER_PIXEL, shutil.disk_usage(existing).free
+    if needed > free:
+        raise UsageError(f"--outdir {outdir}: {free / 2**20:.1f} MiB free, but this run may write up to "
+                         f"{needed / 2**20:.1f} MiB ({images} PNGs); free some space or choose another --outdir")
 
 
 def check_loaded_model(sd, task: str, **sizes: int | None) -> None:
@@ -76,7 +118,14 @@ def prompt_batches(args: argparse.Namespace) -> list[list[str]]:
     chunks of n_samples."""
     if not args.from_file:
         return [[args.prompt] * args.n_samples]
-    lines = [line for line in Path(args.from_file).read_text().splitlines() if line.strip()]
+    try:
+        text = Path(args.from_file).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UsageError(f"--from-file {args.from_file}: not UTF-8 text (byte 0x{error.object[error.start]:02x} "
+                         f"at offset {error.start}); save it as UTF-8") from None
+    except OSError as error:
+        raise UsageError(f"--from-file {args.from_file}: {error.strerror or error}") from None
+    lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         raise UsageError(f"--from-file {args.from_file}: the file holds no prompts")
     return [lines[i : i + args.n_samples] for i in range(0, len(lines), args.n_samples)]
@@ -93,27 +142,30 @@ def run_plan(args: argparse.Namespace, batches: list[list[str]]) -> list[tuple[l
     return plan
 
 
-def write_generations(args: argparse.Namespace, batches: list[list[str]], task: Callable,
-                      strength: float | None = None) -> int:
-    """The run of run_plan(): `task(prompts, **common)` gives the images of one batch; each image
-    goes to OUTDIR/samples with its parameters, then all of them to a grid."""
-    outdir = Path(args.outdir)
+def write_generations(args: argparse.Namespace, batches: list[list[str]], task: Callable) -> int:
+    """The run of run_plan(): `task(prompts, **common)` gives the images of one batch, each with its
+    `parameters` text in image.info (the tasks put it there); each image goes to OUTDIR/samples,
+    then all of them to a grid. A failure to write (a full disk) stops the run with RunError
+    saying how many images were written; Ctrl-C's KeyboardInterrupt carries that count too."""
+    outdir, all_images, written = Path(args.outdir), [], 0
     (outdir / "samples").mkdir(parents=True, exist_ok=True)
-    model_hash = file_hash(args.ckpt)
-    all_images = []
-    for prompts, first_seed in run_plan(args, batches):
-        with flag_errors():
-            images = task(prompts, negative_prompt=args.negative_prompt, steps=args.ddim_steps,
-                          sampler=args.sampler, guidance_scale=args.scale, eta=args.ddim_eta, seed=first_seed,
-                          progress=args.progress)
-        for j, (prompt, image) in enumerate(zip(prompts, images)):
-            if not args.skip_save:
-                parameters = parameters_text(
-                    prompt, negative_prompt=args.negative_prompt, steps=args.ddim_steps, sampler=args.sampler,
-                    guidance_scale=args.scale, seed=first_seed + j, width=image.width, height=image.height,
-                    model_hash=model_hash, model=Path(args.ckpt).stem, eta=args.ddim_eta, strength=strength)
-                print(save_sample(image, outdir, parameters))
-        all_images += images
-    if not args.skip_grid:
-        print(save_grid(all_images, outdir, args.n_rows or args.n_samples))
+    try:
+        for prompts, first_seed in run_plan(args, batches):
+            with flag_errors():
+                images = task(prompts, negative_prompt=args.negative_prompt, steps=args.ddim_steps,
+                              sampler=args.sampler, guidance_scale=args.scale, eta=args.ddim_eta, seed=first_seed,
+                              progress=args.progress)
+            for image in images:
+                if not args.skip_save:
+                    print(save_sample(image, outdir, image.info["parameters"]))
+                    written += 1
+            all_images += images
+        if not args.skip_grid:
+            print(save_grid(all_images, outdir, args.n_rows or args.n_samples))
+    except OSError as error:
+        raise RunError(f"writing to {outdir} failed ({error.strerror or error}); {written} image(s) written "
+                       f"before it stay in {outdir / 'samples'}") from None
+    except KeyboardInterrupt as interrupt:
+        interrupt.images_written = written
+        raise
     return 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import warnings
+from pathlib import Path
 
 from PIL import Image
 
@@ -24,16 +26,26 @@ def run(args: argparse.Namespace) -> int:
     batches = check_generation_flags(args, starts_late=True)
     with flag_errors():
         check_strength(args.strength)
-    try:
-        with Image.open(args.init_img) as image:
-            image.verify()
-    except (OSError, ValueError) as error:
-        raise UsageError(f"--init-img {args.init_img}: not a readable image ({error})") from None
+    init = read_init_image(args.init_img)
     sd = load_model(args)
     check_loaded_model(sd, "img2img")
-    init = Image.open(args.init_img).convert("RGB")
 
     def task(prompts, **common):
         return sd.img2img(init, prompts, strength=args.strength, **common)
 
-    return write_generations(args, batches, task, strength=args.strength)
+    return write_generations(args, batches, task)
+
+
+def read_init_image(path: str) -> Image.Image:
+    """--init-img, decoded whole before the model loads: a regular file, a readable image, no more
+    pixels than PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS)."""
+    if not Path(path).is_file():
+        raise UsageError(f"--init-img {path}: " + ("not a regular file" if Path(path).exists() else "no such file"))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return image.convert("RGB")
+    except Exception as error:  # noqa: BLE001 - PIL raises OSError, ValueError, SyntaxError, zlib errors...
+        raise UsageError(f"--init-img {path}: not a readable image ({type(error).__name__}: "
+                         f"{str(error)[:200]!r})") from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import sys
 import warnings
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -20,10 +21,14 @@ from PIL import Image
 
 from samplers import SAMPLERS, guided, options_of
 
+from ..outputs import parameters_text
+
 if TYPE_CHECKING:
     from ..pipeline import StableDiffusion
 
 OUTPUTS = ("pil", "tensor", "latent")
+QUOTED_WORDS = 20  # a warning quotes at most this many of the words it is about
+SKIPPED_PACKAGES = {"ldm", "samplers", "tokenizer", "checkpoints_convert", "torch"}
 # Seeds are 32-bit, as the original scripts' seed_everything and other tools' PNG "Seed:" fields.
 MAX_SEED = 2**32 - 1
 # What a model of another task takes besides the latent (the original's c_concat), for the message
@@ -110,14 +115,24 @@ def prompts_for(prompt: str | Sequence[str], n: int) -> list[str]:
 
 
 def encode_prompts(sd: StableDiffusion, prompts: list[str], what: str = "prompt") -> torch.Tensor:
-    """prompts -> context [B, 77, D]; warns with the words that did not fit the 77-token window."""
+    """prompts -> context [B, 77, D]; warns with the words that did not fit the 77-token window
+    (the first QUOTED_WORDS of them, and how many more)."""
     for text in dict.fromkeys(prompts):
-        dropped = sd.tokenizer.truncated_text(text)
+        dropped, more = sd.tokenizer.dropped_words(text, QUOTED_WORDS)
         if dropped:
-            warnings.warn(f"{what} is longer than {sd.tokenizer.context_length - 2} tokens; these words were "
-                          f"dropped: {dropped!r}", stacklevel=3)
+            warn(f"{what} is longer than {sd.tokenizer.context_length - 2} tokens; these words were dropped: "
+                 f"{' '.join(dropped)!r}" + (f" and {more} more word(s)" if more else ""))
     tokens = sd.tokenizer(prompts).to(sd.device)
     return sd.text_encoder(tokens).to(sd.dtype)
+
+
+def warn(message: str) -> None:
+    """warnings.warn, pointing at the caller's line: the first frame outside this project's packages
+    and torch (whose no_grad decorator wraps every task), not at the line here."""
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in SKIPPED_PACKAGES:
+        level, frame = level + 1, frame.f_back
+    warnings.warn(message, UserWarning, stacklevel=level)
 
 
 def guidance_contexts(sd: StableDiffusion, prompts: list[str], negative_prompt: str, guidance_scale: float
@@ -163,16 +178,24 @@ def run_sampler(sd: StableDiffusion, x: torch.Tensor, cond: torch.Tensor, uncond
                   progress=progress, **options)
 
 
-def finish(sd: StableDiffusion, z: torch.Tensor, output: str):
+def finish(sd: StableDiffusion, z: torch.Tensor, output: str, *, prompts: list[str], seeds: list[int], **fields):
     """z_0 (scaled latent) -> what `output` asks for: the latent itself, images [B, 3, H, W] in
-    [0, 1] ("tensor"), or PIL images."""
+    [0, 1] ("tensor"), or PIL images, each with its seed and its `parameters` text (the PNG chunk
+    the command line writes, ldm/outputs.py) in `image.info`, so that an image made with
+    seed=None can be reproduced and saved as the command line saves it. `fields`: the
+    task's settings for parameters_text (negative_prompt, steps, sampler, ...)."""
     if output == "latent":
         return z
     images = ((sd.vae.decode(z / sd.config.scale_factor).float() + 1) / 2).clamp(0, 1)
     if output == "tensor":
         return images
     arrays = (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
-    return [Image.fromarray(a) for a in arrays]
+    pictures = [Image.fromarray(a) for a in arrays]
+    for picture, prompt, seed in zip(pictures, prompts, seeds):
+        picture.info["seed"] = seed
+        picture.info["parameters"] = parameters_text(prompt, seed=seed, width=picture.width, height=picture.height,
+                                                     model_hash=sd.model_hash, model=sd.model_name, **fields)
+    return pictures
 
 
 def image_to_tensor(image, multiple: int) -> torch.Tensor:
@@ -198,7 +221,6 @@ def image_to_tensor(image, multiple: int) -> torch.Tensor:
     if height == 0 or width == 0:
         raise ValueError(f"image of {tensor.shape[3]}x{tensor.shape[2]} is smaller than {multiple}x{multiple}")
     if (height, width) != tuple(tensor.shape[2:]):
-        warnings.warn(f"image {tensor.shape[3]}x{tensor.shape[2]} cropped to {width}x{height} "
-                      f"(a multiple of {multiple})", stacklevel=3)
+        warn(f"image {tensor.shape[3]}x{tensor.shape[2]} cropped to {width}x{height} (a multiple of {multiple})")
         tensor = tensor[:, :, :height, :width]
     return tensor

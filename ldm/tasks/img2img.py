@@ -46,6 +46,8 @@ def img2img(sd: StableDiffusion, image, prompt: str | Sequence[str], *, strength
         raise ValueError(f"{images.shape[0]} images for {batch} prompts; give one image or one per prompt")
     images = images.expand(batch, -1, -1, -1).to(sd.device, sd.dtype)
     seeds = seeds_for(seed, batch)
+    described = dict(prompts=prompts, seeds=seeds, negative_prompt=negative_prompt, steps=steps, sampler=sampler,
+                     guidance_scale=guidance_scale, eta=eta, strength=strength)
 
     # Each image's own generator draws, in order: the posterior sample, the noise to step t_enc,
     # then (eta > 0) the sampler's noise.
@@ -57,11 +59,11 @@ def img2img(sd: StableDiffusion, image, prompt: str | Sequence[str], *, strength
     z_0 = (posterior.mean + posterior.std * eps) * sd.config.scale_factor
     t_enc = int(strength * steps)  # the original's number of DDIM steps to run back
     if t_enc == 0:
-        return finish(sd, z_0, output)  # nothing to denoise: the VAE round trip of the input
+        return finish(sd, z_0, output, **described)  # nothing to denoise: the VAE round trip of the input
     noise = torch.stack([torch.randn(latent_shape, generator=g) for g in generators]).to(z_0)
     z_t = noise_to_step(z_0, noise, sd.schedule, steps, t_enc)
 
     cond, uncond = guidance_contexts(sd, prompts, negative_prompt, guidance_scale)
     z = run_sampler(sd, z_t, cond, uncond, sampler=sampler, steps=steps, guidance_scale=guidance_scale, eta=eta,
                     generators=generators, callback=callback, progress=progress, first_index=t_enc)
-    return finish(sd, z, output)
+    return finish(sd, z, output, **described)

@@ -56,7 +56,8 @@ def txt2img(sd: StableDiffusion, prompt: str | Sequence[str], *, negative_prompt
         torch.randn(x_T.shape[1:], generator=g)
     z = run_sampler(sd, x_T, cond, uncond, sampler=sampler, steps=steps, guidance_scale=guidance_scale, eta=eta,
                     generators=generators, callback=callback, progress=progress)
-    return finish(sd, z, output)
+    return finish(sd, z, output, prompts=prompts, seeds=seeds, negative_prompt=negative_prompt, steps=steps,
+                  sampler=sampler, guidance_scale=guidance_scale, eta=eta)
 
 
 def check_size(sd: StableDiffusion, **sizes: int) -> None:

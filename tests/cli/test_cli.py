@@ -108,7 +108,7 @@ def test_bench_times_every_stage(checkpoint, tmp_path):
     result = run("bench", "--ckpt", str(checkpoint), "--ddim_steps", "3", "--device", "cpu", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert out.startswith("demo on cpu (torch.float32), batch 1, 64x64, guidance scale 7.5")
+    assert out.startswith("demo on cpu (torch.float32, ") and "CPU threads), batch 1, 64x64, guidance scale 7.5" in out
     for stage in ("load checkpoint", "text encoder", "txt2img to the latent (3 steps)", "VAE decode",
                   "sampling steps per second"):
         assert stage in out

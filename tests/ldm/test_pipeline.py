@@ -102,6 +102,38 @@ def test_long_prompt_warns_with_the_dropped_words(sd):
     assert any(m.endswith("dropped: 'w28 w29 w30 w31 w32 w33 w34 w35 w36 w37 w38 w39'") for m in messages), messages
 
 
+def test_warnings_point_at_the_callers_line_and_quote_at_most_20_dropped_words(sd):
+    """Issue 15: the warning pointed into torch's no_grad wrapper, and quoted the whole tail
+    (2,000+ characters for a long prompt)."""
+    prompt = " ".join(f"w{i}" for i in range(1000))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sd.txt2img(prompt, steps=1, output="latent", progress=False)
+        sd.img2img(Image.new("RGB", (70, 50)), "a cat", strength=0.3, steps=2, output="latent", progress=False)
+    assert [w.filename for w in caught] == [__file__, __file__], [(w.filename, w.lineno) for w in caught]
+    dropped = " ".join(f"w{i}" for i in range(28, 48))
+    assert str(caught[0].message).endswith(f"these words were dropped: {dropped!r} and 952 more word(s)")
+    assert len(str(caught[0].message)) < 300 and "cropped to 64x48" in str(caught[1].message)
+
+
+def test_images_carry_their_seed_and_parameters_so_a_random_seed_can_be_reproduced(sd, tmp_path):
+    """seed=None drew a seed nobody could recover. Each PIL image now has image.info["seed"] and
+    the `parameters` text the command line writes; save_sample writes it as the PNG chunk."""
+    from ldm.outputs import save_sample
+
+    first, second = sd.txt2img("a cat", steps=2, seed=None, n=2, progress=False)
+    seed = first.info["seed"]
+    assert isinstance(seed, int) and second.info["seed"] == seed + 1
+    again = sd.txt2img("a cat", steps=2, seed=seed, n=2, progress=False)[0]  # same batch: same rounding
+    assert again.tobytes() == first.tobytes() and again.info == first.info
+    assert first.info["parameters"] == (f"a cat\nNegative prompt: \nSteps: 2, Sampler: DDIM, CFG scale: 7.5, "
+                                        f"Seed: {seed}, Size: 64x64, Model: demo, Eta: 0.0")
+    with Image.open(save_sample(first, tmp_path)) as saved:
+        assert saved.text["parameters"] == first.info["parameters"]
+    image = sd.img2img(first, "a dog", strength=0.5, steps=2, seed=7, progress=False)[0]
+    assert image.info["seed"] == 7 and image.info["parameters"].endswith("Eta: 0.0, Denoising strength: 0.5")
+
+
 @pytest.mark.parametrize(
     "kwargs, error, words",
     [
