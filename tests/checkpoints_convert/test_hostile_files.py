@@ -9,6 +9,7 @@ the test instead of killing the suite.
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import pickletools
 import struct
@@ -196,3 +197,56 @@ def test_a_loaded_model_does_not_change_when_its_file_is_rewritten_or_truncated(
     assert result.returncode == 0, result.stderr[-2000:]
     changed, total = result.stdout.split()[1], int(result.stdout.split()[3])
     assert changed == "0" and total > 1000, result.stdout
+
+
+# -- found by tests/fuzz/checkpoint_fuzz.py (seed 0, before the fixes): tracebacks, not messages -----
+
+def safetensors_with_header(path: Path, header: dict, data: bytes = bytes(16)) -> Path:
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+    return path
+
+
+@pytest.mark.parametrize("entry, words", [
+    ({"dtype": "F32", "shape": [2], "data_offsets": [0]}, "has the data offsets [0], not [begin, end]"),
+    ({"dtype": "F32", "shape": [-1], "data_offsets": [0, 8]}, "has the shape [-1], not a list of sizes"),
+    ({"dtype": "F32", "shape": [2], "data_offsets": [8, 0]}, "not [begin, end] with 0 <= begin <= end"),
+    ("x", "is not a tensor description"),
+], ids=["one-offset", "negative-size", "reversed-offsets", "not-a-dict"])
+def test_a_safetensors_entry_that_is_not_a_tensor_description_is_named(tmp_path, entry, words):
+    """[0] as data_offsets raised IndexError from the reader's own check."""
+    path = safetensors_with_header(tmp_path / "entry.safetensors", {"w": entry})
+    assert words in refusal(path)
+
+
+def test_a_zip_whose_directory_points_before_the_file_is_broken_not_an_oserror(tmp_path):
+    """The end record's directory offset raised by 1000: zipfile then puts the local headers at
+    negative offsets, and seeking there raised OSError (EINVAL)."""
+    data = bytearray(saved_zip_bytes(tmp_path))
+    end = data.rindex(b"PK\x06\x06")  # torch writes the zip64 end record, which zipfile reads
+    (offset,) = struct.unpack("<Q", data[end + 48 : end + 56])
+    data[end + 48 : end + 56] = struct.pack("<Q", offset + 1000)
+    path = tmp_path / "shifted.ckpt"
+    path.write_bytes(bytes(data))
+    message = refusal(path)
+    assert "a broken zip checkpoint" in message and "outside the file" in message
+
+
+def test_a_zip_record_with_a_bad_crc_is_broken_not_a_badzipfile(tmp_path):
+    data = bytearray(saved_zip_bytes(tmp_path))
+    data[data.index(b"state_dict")] ^= 0x20  # inside data.pkl: its CRC no longer matches
+    path = tmp_path / "crc.ckpt"
+    path.write_bytes(bytes(data))
+    message = refusal(path)
+    assert "a broken zip checkpoint" in message and "Bad CRC-32" in message
+
+
+def test_a_pickle_protocol_python_does_not_know_is_refused(tmp_path):
+    """PROTO 48 reached torch, which warned about it on the terminal and went on."""
+    message = refusal(torch_zip(tmp_path / "proto.ckpt", b"\x800}."))
+    assert "declares protocol 48" in message
+
+
+def saved_zip_bytes(tmp_path: Path) -> bytes:
+    torch.save({"state_dict": STATE}, tmp_path / "saved-whole.ckpt")
+    return (tmp_path / "saved-whole.ckpt").read_bytes()
