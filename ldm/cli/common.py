@@ -123,5 +123,7 @@ def load_model(args: argparse.Namespace):
         if Path(args.ckpt).is_dir():
             return StableDiffusion.from_diffusers(args.ckpt, args.variant, resolve_dtype(device, dtype)).to(device)
         return StableDiffusion.from_checkpoint(args.ckpt, variant=args.variant, device=device, dtype=dtype)
-    except (ValueError, KeyError, OSError) as error:
+    except KeyError as error:  # str() of a KeyError is the repr of its message: show the message
+        raise UsageError(f"--ckpt {args.ckpt}: {error.args[0] if error.args else repr(error)}") from None
+    except (ValueError, OSError) as error:
         raise UsageError(f"--ckpt {args.ckpt}: {error}") from None

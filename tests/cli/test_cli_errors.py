@@ -183,3 +183,16 @@ def test_a_foreign_package_of_the_same_name_is_named_at_start_up(tmp_path):
     line = one_error_line(result, 2, "'tokenizer' resolves to", str(tmp_path / "tokenizer" / "__init__.py"))
     assert "virtual environment of its own" in line
     assert run("--version", cwd=ROOT).returncode == 0
+
+
+def test_a_checkpoint_with_a_missing_key_is_one_readable_line(tiny_checkpoint, tmp_path):
+    """A KeyError's str() is the repr of its message: the line came out in quotes, with every
+    backslash doubled. Now the message itself, its keys quoted once."""
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(tiny_checkpoint)
+    del state["first_stage_model.decoder.conv_out.bias"]
+    save_file(state, tmp_path / "missing.safetensors")
+    line = one_error_line(run("txt2img", "--ckpt", "missing.safetensors", *FAST, cwd=tmp_path), 2,
+                          "missing 1 key(s): 'first_stage_model.decoder.conv_out.bias'")
+    assert line.startswith("python -m ldm txt2img: error: --ckpt missing.safetensors: missing.safetensors: does not")
