@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from pathlib import Path
 
 from PIL import Image, PngImagePlugin
+
+from checkpoints_convert.save import new_partial
 
 SAMPLE_PATTERN, SAMPLE_DIGITS = "{n:0{width}d}.png", 5
 GRID_PATTERN, GRID_DIGITS = "grid-{n:0{width}d}.png", 4
@@ -38,17 +39,19 @@ def save_grid(images: list[Image.Image], outdir: str | Path, columns: int) -> Pa
 
 def save_png(image: Image.Image, folder: Path, pattern: str, digits: int, parameters: str | None) -> Path:
     """Write `image` as the next free `pattern` number in `folder`, atomically: it is written to a
-    temporary file first and linked into place only when complete, so an interrupted run leaves
-    no half-written PNG and an existing file is never replaced. The file gets the permissions any
-    new file gets (0666 less the umask), not the private 0600 of the temporary file."""
+    hidden temporary file first and linked into place only when complete, so an interrupted run
+    leaves no half-written PNG and an existing file is never replaced. The temporary file is
+    created as any new file is (0666, less the umask, which the kernel applies), so the PNG gets
+    the permissions the user's other files get; the same mechanism as checkpoints
+    (checkpoints_convert/save.py)."""
     info = PngImagePlugin.PngInfo()
     if parameters is not None:
         info.add_text("parameters", parameters)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".partial-", suffix=".png")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    tmp, fd = new_partial(folder / pattern.format(n=0, width=digits), lambda name: os.open(name, flags, 0o666))
     try:
         with os.fdopen(fd, "wb") as f:
             image.save(f, format="PNG", pnginfo=info)
-            os.fchmod(f.fileno(), 0o666 & ~current_umask())
         number = next_number(folder, pattern)
         while True:
             target = folder / pattern.format(n=number, width=digits)
@@ -59,13 +62,6 @@ def save_png(image: Image.Image, folder: Path, pattern: str, digits: int, parame
                 number += 1
     finally:
         os.unlink(tmp)
-
-
-def current_umask() -> int:
-    """The process's umask (os.umask can only be read by setting it: set and put back at once)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def next_number(folder: Path, pattern: str) -> int:

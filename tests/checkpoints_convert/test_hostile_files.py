@@ -8,10 +8,8 @@ the test instead of killing the suite.
 
 from __future__ import annotations
 
-import io
 import json
 import pickle
-import pickletools
 import struct
 import subprocess
 import sys
@@ -24,6 +22,7 @@ from safetensors.torch import load_file
 
 from checkpoints_convert.pickle_scan import MAX_DEPTH
 from checkpoints_convert.read import CheckpointError, read_checkpoint
+from tests.fuzz.checkpoint_fuzz import legacy_parts  # the five pickles of a legacy save, then the data
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE = {"w": torch.arange(12, dtype=torch.float32).reshape(4, 3)}
@@ -128,37 +127,23 @@ def test_a_record_shorter_than_its_storage_is_refused(tmp_path):
     assert "record 'archive/data/0' holds 24 bytes but the pickle declares 12 x torch.FloatStorage = 48" in message
 
 
-def legacy_pickles(obj) -> list[bytes]:
-    """The five pickles of a legacy torch.save, and the storage data after them."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer, _use_new_zipfile_serialization=False)
-    data, parts, start = buffer.getvalue(), [], 0
-    stream = io.BytesIO(data)
-    for _ in range(5):
-        for opcode, _, position in pickletools.genops(stream):
-            pass
-        parts.append(data[start : stream.tell()])
-        start = stream.tell()
-    return parts + [data[start:]]
-
-
 def test_a_legacy_storage_declared_but_never_filled_is_refused(tmp_path):
     """The old reader handed out the uninitialised memory of the storage as weights."""
-    *head, _keys, _data = legacy_pickles({"state_dict": STATE})
+    *head, _keys, _data = legacy_parts({"state_dict": STATE})
     path = tmp_path / "unfilled.ckpt"
     path.write_bytes(b"".join(head) + pickle.dumps([], protocol=2))
     assert "are declared but never filled" in refusal(path)
 
 
 def test_a_truncated_legacy_file_is_refused(tmp_path):
-    parts = legacy_pickles({"state_dict": STATE})
+    parts = legacy_parts({"state_dict": STATE})
     path = tmp_path / "cut.ckpt"
     path.write_bytes(b"".join(parts)[:-8])
     assert "a broken legacy-pickle checkpoint" in refusal(path) and "truncated" in refusal(path)
 
 
 def test_a_legacy_storage_of_the_wrong_size_is_refused(tmp_path):
-    *head, keys, data = legacy_pickles({"state_dict": STATE})
+    *head, keys, data = legacy_parts({"state_dict": STATE})
     path = tmp_path / "resized.ckpt"
     path.write_bytes(b"".join(head) + keys + struct.pack("<q", 6) + data[8:32])
     assert "holds 6 elements, the pickle declares 12" in refusal(path)

@@ -48,7 +48,7 @@ def test_txt2img_writes_numbered_samples_and_a_grid_with_parameters_and_never_ov
     assert set(after) == set(before) | {"00006.png"}
     assert all(after[name] == data for name, data in before.items())
     assert not list((tmp_path / "out").glob("grid-0001.png"))
-    assert not list((tmp_path / "out" / "samples").glob(".partial-*"))
+    assert not list((tmp_path / "out" / "samples").glob(".*"))  # no temporary file left
 
 
 def test_same_seed_same_image_and_plms_and_img2img(checkpoint, tmp_path):
