@@ -5,8 +5,10 @@ OUTDIR/samples/NNNNN.png and the grid (ldm/outputs.py)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -157,11 +159,13 @@ def write_generations(args: argparse.Namespace, batches: list[list[str]], task: 
                               progress=args.progress)
             for image in images:
                 if not args.skip_save:
-                    print(save_sample(image, outdir, image.info["parameters"]))
-                    written += 1
+                    with ctrl_c_deferred():  # the PNG and its count together
+                        print(save_sample(image, outdir, image.info["parameters"]))
+                        written += 1
             all_images += images
         if not args.skip_grid:
-            print(save_grid(all_images, outdir, args.n_rows or args.n_samples))
+            with ctrl_c_deferred():
+                print(save_grid(all_images, outdir, args.n_rows or args.n_samples))
     except OSError as error:
         raise RunError(f"writing to {outdir} failed ({error.strerror or error}); {written} image(s) written "
                        f"before it stay in {outdir / 'samples'}") from None
@@ -169,3 +173,18 @@ def write_generations(args: argparse.Namespace, batches: list[list[str]], task: 
         interrupt.images_written = written
         raise
     return 0
+
+
+@contextlib.contextmanager
+def ctrl_c_deferred():
+    """Ctrl-C (SIGINT) held back until the block ends, where Python raises KeyboardInterrupt: a
+    PNG linked into place is also counted and printed. POSIX only (pthread_sigmask); elsewhere
+    the block is not protected."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -150,7 +150,10 @@ def test_ctrl_c_stops_with_one_line_saying_how_many_images_were_written(tmp_path
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen([sys.executable, "-m", "ldm", "txt2img", "--outdir", "out", "--ddim_steps", "20",
                                 "--n_iter", "50", "--n_samples", "1", "--no-progress"],
-                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               # as in a terminal: a job started in the background by a shell
+                               # (CI under nohup ... &) inherits SIGINT ignored, and Python keeps it so
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     samples, deadline = tmp_path / "out" / "samples", time.monotonic() + 300
     while not (samples.is_dir() and any(p.suffix == ".png" and p.name[0] != "." for p in samples.iterdir())):
         assert process.poll() is None and time.monotonic() < deadline, process.stderr.read().decode()
