@@ -30,6 +30,7 @@ class OriginalCheckpoint:
     state: dict[str, torch.Tensor]  # our StableDiffusion state-dict names
     reason: str  # which rule decided the variant
     needs_prediction_probe: bool  # a v2 base file without a hint: eps or v is still open
+    tensors: dict[str, torch.Tensor]  # every tensor of the file, under the file's own names
 
 
 def read_original(path: str | Path, variant: str | None = None, use_ema: bool = False) -> OriginalCheckpoint:
@@ -73,7 +74,7 @@ def read_original(path: str | Path, variant: str | None = None, use_ema: bool = 
     state = {ours: tensors[original] for original, ours in table.items()}
     if use_ema:
         state |= {ours: tensors[ema] for ema, ours in ema_table.items()}
-    return OriginalCheckpoint(config, state, reason, needs_probe)
+    return OriginalCheckpoint(config, state, reason, needs_probe, tensors)
 
 
 def scale_factor_of(tensor: torch.Tensor, path: Path) -> float:

@@ -30,7 +30,7 @@ from safetensors import safe_open
 from checkpoints_convert import layout
 from checkpoints_convert.diffusers import check_output_folder
 from checkpoints_convert.load import read_original
-from checkpoints_convert.read import detect_format, read_checkpoint
+from checkpoints_convert.read import detect_format
 from checkpoints_convert.save import CHECKPOINT_SUFFIXES, check_new_file, write_checkpoint
 
 from .pipeline import StableDiffusion
@@ -109,8 +109,8 @@ def convert_file(in_path: Path, out_path: Path, variant: str | None, half: bool,
     variant's layout); then the file's own tensors are written, the schedule buffers and training
     counters included, so nothing the original code reads is lost. A `.safetensors` input's
     metadata is carried over."""
-    config = read_original(in_path, variant).config  # the check; its tensors are read again below
-    tensors = read_checkpoint(in_path)
+    checkpoint = read_original(in_path, variant)  # every key accounted for
+    config, tensors = checkpoint.config, dict(checkpoint.tensors)
     if ema == "use":
         # LitEma's names: the UNet key `model.diffusion_model.a.b` is `model_ema.diffusion_modelab`.
         unet_keys = [k for k in layout.original_to_ours(config, set(tensors))[0] if k.startswith(layout.UNET_PREFIX)]
