@@ -1,6 +1,6 @@
 """Regenerate every generated page of docs/: checkpoints.md (from the key tables) and parity.md.
 
-    python docs/generate.py               # rewrite docs/checkpoints.md, then docs/parity.md (~3 min)
+    python docs/generate.py               # rewrite docs/checkpoints.md, then docs/parity.md (~8 min)
     python docs/generate.py --no-parity   # docs/checkpoints.md only (a second)
     python docs/generate.py --check       # exit 1 if checkpoints.md differs from what this renders
 
@@ -17,7 +17,7 @@ once. Before anything is written, the rendering is expanded back into full keys 
 `original_to_ours(config)`: the page cannot claim a mapping the code does not make, nor leave one out.
 
 The other generated page, docs/parity.md, holds measurements, not tables: this script hands it to
-tests/parity_report.py, which runs the parity tests against the original code (~3 minutes) and
+tests/parity_report.py, which runs the parity tests against the original code (~8 minutes) and
 writes what they measured. Its staleness is checked by the parity tests themselves (each fails when
 the page has no row for what it measures) and by tests/docs/test_generated_docs.py (every row must
 name a test that exists), not by --check, which would have to run them.
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if docs/checkpoints.md is stale; write nothing")
     parser.add_argument("--no-parity", action="store_true",
-                        help="skip docs/parity.md (it runs the parity tests, ~3 minutes)")
+                        help="skip docs/parity.md (it runs the parity tests, ~8 minutes)")
     args = parser.parse_args(argv)
     text = render()
     if args.check:

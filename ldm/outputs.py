@@ -83,21 +83,37 @@ def make_grid(images: list[Image.Image], columns: int) -> Image.Image:
     return grid
 
 
+# How AUTOMATIC1111's PNG "Sampler:" field names each sampler of samplers.SAMPLERS (its Karras
+# variants add " Karras"). dpm_solver, the v2 repository's DPM-Solver++(2M) in continuous time, is
+# not A1111's "DPM++ 2M" (k-diffusion's, in sigma space): it keeps a name of its own.
+SAMPLER_LABELS = {
+    "ddim": "DDIM", "plms": "PLMS", "dpm_solver": "DPM-Solver++ 2M (v2)", "euler": "Euler", "euler_a": "Euler a",
+    "heun": "Heun", "dpm2": "DPM2", "dpm2_a": "DPM2 a", "lms": "LMS", "dpmpp_2s_a": "DPM++ 2S a",
+    "dpmpp_2m": "DPM++ 2M", "dpmpp_sde": "DPM++ SDE", "dpmpp_2m_sde": "DPM++ 2M SDE",
+}
+
+
+def sampler_label(sampler: str, karras: bool = False) -> str:
+    """A1111's name of a sampler ("DPM++ 2M Karras"); a sampler it does not know, in capitals."""
+    return SAMPLER_LABELS.get(sampler, sampler.upper()) + (" Karras" if karras else "")
+
+
 def parameters_text(prompt: str, *, negative_prompt: str, steps: int, sampler: str, guidance_scale: float, seed: int,
-                    width: int, height: int, model_hash: str | None, model: str, eta: float,
-                    strength: float | None = None) -> str:
+                    width: int, height: int, model_hash: str | None, model: str, eta: float | None,
+                    karras: bool = False, strength: float | None = None) -> str:
     """The `parameters` PNG text chunk, in the layout other Stable Diffusion tools read:
 
         prompt
         Negative prompt: ...
         Steps: 50, Sampler: DDIM, CFG scale: 7.5, Seed: 42, Size: 512x512, Model hash: ..., ...
 
-    (no "Model hash" for a model that is not one file: a diffusers folder, or built in memory).
+    (no "Model hash" for a model that is not one file: a diffusers folder, or built in memory; no
+    "Eta" for a sampler that adds no noise).
     """
     lines = [prompt, f"Negative prompt: {negative_prompt}"]
-    fields = [f"Steps: {steps}", f"Sampler: {sampler.upper()}", f"CFG scale: {guidance_scale}", f"Seed: {seed}",
-              f"Size: {width}x{height}"] + ([f"Model hash: {model_hash}"] if model_hash else []) + [
-              f"Model: {model}", f"Eta: {eta}"]
+    fields = [f"Steps: {steps}", f"Sampler: {sampler_label(sampler, karras)}", f"CFG scale: {guidance_scale}",
+              f"Seed: {seed}", f"Size: {width}x{height}"] + ([f"Model hash: {model_hash}"] if model_hash else []) + [
+              f"Model: {model}"] + ([f"Eta: {eta}"] if eta is not None else [])
     if strength is not None:
         fields.append(f"Denoising strength: {strength}")
     return "\n".join(lines + [", ".join(fields)])

@@ -33,19 +33,21 @@ def step_scalars(coefficients: DDIMCoefficients, index: int, x: torch.Tensor) ->
 
 @torch.no_grad()
 def sample_ddim(model: Model, x_T: torch.Tensor, schedule: NoiseSchedule, steps: int, *, prediction: str = "eps",
-                eta: float = 0.0, first_index: int | None = None,
-                generator: torch.Generator | list[torch.Generator] | None = None,
+                eta: float = 0.0, generator: torch.Generator | list[torch.Generator] | None = None,
+                x_0: torch.Tensor | None = None, t_enc: int | None = None,
                 callback: Callback | None = None, progress: bool = True) -> torch.Tensor:
     """Run DDIM from x_T down to x_0. -> the final latent [B, C, H, W], in x_T's (scaled) space.
 
     eta: DDIM's sigma scale (eq. 16): 0 deterministic, 1 DDPM's ancestral variance.
-    first_index: start at DDIM step `first_index - 1` instead of the last (img2img's t_enc).
     generator: draws the eta > 0 noise, one N(0, I) per step, on the CPU (same on every device);
         a list gives each batch element its own generator (so an image does not depend on its batch).
+    x_0, t_enc: img2img, as the original scripts/img2img.py: x_0 noised with x_T to DDIM step t_enc
+        (noise_to_step), then the last t_enc steps (the original's `decode`).
     """
     coefficients = DDIMCoefficients.make(schedule, steps, eta)
-    count = len(coefficients.timesteps) if first_index is None else first_index
-    x = x_T
+    count, x = len(coefficients.timesteps), x_T
+    if x_0 is not None:
+        count, x = t_enc, noise_to_step(x_0, x_T, schedule, steps, t_enc)
     batch = x.shape[0]
     for i, index in enumerate(tqdm(reversed(range(count)), total=count, desc="DDIM", disable=not progress)):
         t = int(coefficients.timesteps[index])
@@ -63,12 +65,13 @@ def sample_ddim(model: Model, x_T: torch.Tensor, schedule: NoiseSchedule, steps:
     return x
 
 
-def noise_to_step(x0: torch.Tensor, noise: torch.Tensor, schedule: NoiseSchedule, steps: int, t_enc: int) -> torch.Tensor:
+def noise_to_step(x0: torch.Tensor, noise: torch.Tensor, schedule: NoiseSchedule, steps: int, t_enc: int
+                  ) -> torch.Tensor:
     """img2img's starting point (the original's `stochastic_encode`): x0 noised to DDIM step t_enc,
 
         z = sqrt(a) x0 + sqrt(1 - a) noise,   a = alpha_bar at DDIM step index t_enc,
 
-    after which `sample_ddim(first_index=t_enc)` denoises from step index t_enc - 1. The original
+    after which sample_ddim denoises from step index t_enc - 1. The original
     noises one DDIM step further than where it starts denoising; reproduced deliberately. With
     t_enc == steps (strength 1.0) there is no step t_enc, and the original fails with an index
     error; here the start is pure noise, and the whole schedule runs, as txt2img from that noise.

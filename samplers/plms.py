@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .common import Callback, Model
-from .ddim import ddim_update, step_scalars
+from .ddim import ddim_update, noise_to_step, step_scalars
 from .prediction import eps_and_x0, x0_from_eps
 from .schedule import DDIMCoefficients, NoiseSchedule
 
@@ -36,14 +36,18 @@ def multistep_eps(eps: torch.Tensor, previous: list[torch.Tensor]) -> torch.Tens
 
 @torch.no_grad()
 def sample_plms(model: Model, x_T: torch.Tensor, schedule: NoiseSchedule, steps: int, *, prediction: str = "eps",
-                callback: Callback | None = None, progress: bool = True) -> torch.Tensor:
-    """Run PLMS from x_T down to x_0 -> the final latent [B, C, H, W].
+                x_0: torch.Tensor | None = None, t_enc: int | None = None, callback: Callback | None = None,
+                progress: bool = True) -> torch.Tensor:
+    """Run PLMS from x_T down to x_0 -> the final latent [B, C, H, W]. It adds no noise (no eta).
 
-    It takes none of the optional keywords (samplers/common.py): it adds no noise (no eta), and
-    its multistep history needs the whole schedule from x_T (no first_index)."""
+    x_0, t_enc: img2img, which the original PLMSSampler does not offer: DDIM's start (x_0 noised
+    with x_T to step t_enc, ddim.noise_to_step), then the last t_enc timesteps, the first of them
+    with the pseudo improved Euler step, as PLMS starts from x_T."""
     coefficients = DDIMCoefficients.make(schedule, steps, eta=0.0)
     timesteps = coefficients.timesteps.flip(0).tolist()  # descending: the order they are visited
     x, batch = x_T, x_T.shape[0]
+    if x_0 is not None:
+        timesteps, x = timesteps[len(timesteps) - t_enc:], noise_to_step(x_0, x_T, schedule, steps, t_enc)
     previous: list[torch.Tensor] = []
 
     def eps_of(x_in: torch.Tensor, t: int, a_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

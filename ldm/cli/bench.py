@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     check_model_flags(args)
     with flag_errors():
         prompts_for("", args.n_samples)
-        check_sampling(sampler="ddim", steps=args.ddim_steps, guidance_scale=args.scale, eta=0.0)
+        check_sampling(sampler="ddim", steps=args.ddim_steps, guidance_scale=args.scale, eta=None)
     sync = torch.cuda.synchronize if (args.device or "").startswith("cuda") else (lambda: None)
     start = time.perf_counter()
     sd = load_model(args)

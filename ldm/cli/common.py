@@ -12,7 +12,8 @@ from ..tasks.common import ArgumentError
 
 # The flag that carries each task argument (the original scripts' names).
 FLAGS = {"steps": "--ddim_steps", "guidance_scale": "--scale", "eta": "--ddim_eta", "seed": "--seed",
-         "sampler": "--sampler", "height": "--H", "width": "--W", "strength": "--strength", "n": "--n_samples"}
+         "sampler": "--sampler", "karras": "--karras", "height": "--H", "width": "--W", "strength": "--strength",
+         "n": "--n_samples"}
 
 
 class UsageError(Exception):

@@ -34,7 +34,9 @@ def add_generation_flags(parser: argparse.ArgumentParser, scale: float, n_iter: 
     add("--skip_grid", action="store_true", help="do not save a grid, only individual samples")
     add("--skip_save", action="store_true", help="do not save individual samples")
     add("--ddim_steps", type=int, default=50, help="number of sampling steps")
-    add("--ddim_eta", type=float, default=0.0, help="DDIM eta (eta=0.0 is deterministic)")
+    add("--ddim_eta", "--eta", type=float, default=None,
+        help="the noise the sampler adds each step (default: the sampler's own: 0 for DDIM, 1 for the ancestral and "
+             "SDE samplers; samplers without noise take none)")
     add("--n_iter", type=int, default=n_iter, help="sample this often")
     add("--n_samples", type=int, default=n_samples, help="how many samples per prompt (the batch size)")
     add("--n_rows", type=int, default=0, help="images per row of the grid (default: n_samples), as the original")
@@ -45,7 +47,8 @@ def add_generation_flags(parser: argparse.ArgumentParser, scale: float, n_iter: 
     add("--precision", type=str, choices=["full", "autocast"], default="autocast",
         help="full: float32; autocast: float16 on CUDA, float32 elsewhere (--dtype wins)")
     add_model_flags(parser)
-    add("--sampler", type=str, choices=sorted(SAMPLERS), default="ddim", help="the sampler")
+    add("--sampler", type=str, choices=sorted(SAMPLERS), default="ddim", help="the sampler (docs/math.md)")
+    add("--karras", action="store_true", help="Karras et al.'s spacing of the noise levels (k-diffusion samplers)")
     add("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress bars")
 
 
@@ -65,7 +68,7 @@ def check_generation_flags(args: argparse.Namespace, starts_late: bool = False) 
     with flag_errors():
         prompts_for(args.prompt, args.n_samples)
         check_sampling(sampler=args.sampler, steps=args.ddim_steps, guidance_scale=args.scale, eta=args.ddim_eta,
-                       starts_late=starts_late)
+                       karras=args.karras, starts_late=starts_late)
     batches = prompt_batches(args)
     seeds_used = max(first_seed + len(prompts) for prompts, first_seed in run_plan(args, batches)) - args.seed
     with flag_errors():
@@ -155,8 +158,8 @@ def write_generations(args: argparse.Namespace, batches: list[list[str]], task: 
         for prompts, first_seed in run_plan(args, batches):
             with flag_errors():
                 images = task(prompts, negative_prompt=args.negative_prompt, steps=args.ddim_steps,
-                              sampler=args.sampler, guidance_scale=args.scale, eta=args.ddim_eta, seed=first_seed,
-                              progress=args.progress)
+                              sampler=args.sampler, karras=args.karras, guidance_scale=args.scale, eta=args.ddim_eta,
+                              seed=first_seed, progress=args.progress)
             for image in images:
                 if not args.skip_save:
                     with ctrl_c_deferred():  # the PNG and its count together

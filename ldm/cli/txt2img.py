@@ -14,6 +14,8 @@ def add_parser(commands) -> None:
                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_generation_flags(parser, scale=7.5, n_iter=2, n_samples=3)
     parser.add_argument("--plms", action="store_true", help="use PLMS sampling (same as --sampler plms)")
+    parser.add_argument("--dpm", action="store_true", help="use DPM-Solver++ sampling, as the v2 scripts' --dpm "
+                                                         "(same as --sampler dpm_solver)")
     parser.add_argument("--fixed_code", action="store_true", help="the same starting noise for every iteration")
     parser.add_argument("--H", type=int, help="image height in pixels (default: the model's size)")
     parser.add_argument("--W", type=int, help="image width in pixels (default: the model's size)")
@@ -22,8 +24,13 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.plms:
-        args.sampler = "plms"
+    if args.plms and args.dpm:
+        raise UsageError("--plms and --dpm: give one sampler")
+    for flag, name in (("plms", "plms"), ("dpm", "dpm_solver")):
+        if getattr(args, flag):
+            if args.sampler not in ("ddim", name):
+                raise UsageError(f"--{flag} and --sampler {args.sampler}: give one sampler")
+            args.sampler = name
     batches = check_generation_flags(args)
     sd = load_model(args)
     check_loaded_model(sd, "txt2img", height=args.H, width=args.W)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from samplers import SAMPLERS, guided, options_of
+from samplers import SAMPLERS, default_of, guided, min_steps_of, options_of
 
 from ..outputs import parameters_text
 
@@ -61,24 +61,35 @@ def check_model(sd: StableDiffusion, task: str) -> None:
             "text-to-image model (v1, v2, v2-v or the demo model)")
 
 
-def check_sampling(*, sampler: str, steps: int, guidance_scale: float, eta: float, starts_late: bool = False) -> None:
-    """The sampler by name (samplers.SAMPLERS) and what it is asked to do. starts_late: the task
-    starts part-way down the schedule (img2img), which needs a sampler that takes first_index."""
+def check_sampling(*, sampler: str, steps: int, guidance_scale: float, eta: float | None, karras: bool = False,
+                   starts_late: bool = False) -> None:
+    """The sampler by name (samplers.SAMPLERS) and what it is asked to do. eta None: the sampler's
+    own default. starts_late: the task starts part-way down the schedule (img2img), which needs a
+    sampler that takes x_0 and t_enc."""
     if sampler not in SAMPLERS:
         raise ArgumentError("sampler", sampler, f"not one of {sorted(SAMPLERS)}")
     options = options_of(SAMPLERS[sampler])
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 1000:
         raise ArgumentError("steps", steps, "must be an int in 1..1000")
+    least, why = min_steps_of(SAMPLERS[sampler])
+    if steps < least and not starts_late:
+        raise ArgumentError("steps", steps, why)
     if not math.isfinite(guidance_scale) or guidance_scale < 0:
         raise ArgumentError("guidance_scale", guidance_scale, "must be a finite number >= 0")
-    if not math.isfinite(eta) or eta < 0:
+    if eta is not None and (not math.isfinite(eta) or eta < 0):
         raise ArgumentError("eta", eta, "must be a finite number >= 0")
-    if eta != 0 and "eta" not in options:
-        raise ArgumentError("eta", eta, f"the {sampler} sampler adds no noise; use eta 0, or a sampler that takes "
-                                        f"eta: {samplers_taking('eta')}")
-    if starts_late and "first_index" not in options:
+    if eta and "eta" not in options:
+        raise ArgumentError("eta", eta, f"the {sampler} sampler adds no noise, so it has no eta; leave eta "
+                                        f"unset (or 0), or use a sampler that takes it: {samplers_taking('eta')}")
+    if not isinstance(karras, bool):
+        raise ArgumentError("karras", karras, "must be True or False")
+    if karras and "karras" not in options:
+        raise ArgumentError("karras", karras, f"the {sampler} sampler does not walk a list of noise levels (sigmas), "
+                                              "so Karras's spacing of them does not apply; samplers that take it: "
+                                              f"{samplers_taking('karras')}")
+    if starts_late and "t_enc" not in options:
         raise ArgumentError("sampler", sampler, "cannot start part-way down the schedule, as this task does; "
-                                                f"samplers that can: {samplers_taking('first_index')}")
+                                                f"samplers that can: {samplers_taking('t_enc')}")
 
 
 def samplers_taking(option: str) -> list[str]:
@@ -165,17 +176,28 @@ def initial_noise(seeds: list[int], shape: tuple[int, int, int]) -> torch.Tensor
 
 # -- sampling and output ----------------------------------------------------------------------------
 
-def run_sampler(sd: StableDiffusion, x: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None, *,
-                sampler: str, steps: int, guidance_scale: float, eta: float, generators: list[torch.Generator],
-                callback: Callable | None, progress: bool, first_index: int | None = None) -> torch.Tensor:
-    """The named sampler over the guided UNet. Options the sampler does not take (check_sampling
-    has refused any value other than their default) are not passed."""
+def run_sampler(sd: StableDiffusion, x_T: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None, *,
+                sampler: str, steps: int, guidance_scale: float, eta: float | None, karras: bool,
+                generators: list[torch.Generator], callback: Callable | None, progress: bool,
+                x_0: torch.Tensor | None = None, t_enc: int | None = None) -> torch.Tensor:
+    """The named sampler over the guided UNet, from the unit-variance draw x_T (and img2img's x_0,
+    t_enc). Options the sampler does not take (check_sampling has refused any value other than
+    their default) are not passed, nor is eta None (the sampler's own default)."""
     model = guided(lambda x_t, t, c: sd.unet(x_t, t, c), cond, uncond, guidance_scale)
     sample = SAMPLERS[sampler]
-    options = {"eta": eta, "generator": generators, "first_index": first_index}
-    options = {name: value for name, value in options.items() if name in options_of(sample)}
-    return sample(model, x, sd.schedule, steps, prediction=sd.config.prediction, callback=callback,
+    options = {"eta": eta, "generator": generators, "karras": karras, "x_0": x_0, "t_enc": t_enc}
+    options = {name: value for name, value in options.items() if name in options_of(sample) and value is not None}
+    return sample(model, x_T, sd.schedule, steps, prediction=sd.config.prediction, callback=callback,
                   progress=progress, **options)
+
+
+def effective_eta(sampler: str, eta: float | None) -> float | None:
+    """The eta a run used, for its parameters text: the one given, or the sampler's default; None
+    for a sampler that adds no noise."""
+    sample = SAMPLERS[sampler]
+    if "eta" not in options_of(sample):
+        return None
+    return default_of(sample, "eta") if eta is None else eta
 
 
 def finish(sd: StableDiffusion, z: torch.Tensor, output: str, *, prompts: list[str], seeds: list[int], **fields):

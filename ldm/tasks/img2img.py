@@ -1,9 +1,13 @@
 """img2img: SDEdit (Meng et al. 2022) in latent space, as the original scripts/img2img.py does it.
 
     z_0 = scale * a sample of q(z | image)               (the original's get_first_stage_encoding)
-    z_t = z_0 noised to DDIM step t_enc = int(strength * steps)
-    the sampler from step t_enc down, with classifier-free guidance -> z_0'
+    t_enc = int(strength * steps)
+    the sampler from z_0 noised to its step t_enc, down, with classifier-free guidance -> z_0'
     image = D(z_0' / scale)
+
+Each sampler starts where its original would (samplers/common.py: x_0, t_enc): DDIM as the
+original script (noised to DDIM step t_enc, then t_enc steps), the k-diffusion samplers as
+AUTOMATIC1111 (the sigma t_enc + 1 steps from the end), DPM-Solver++ at its time grid's point.
 """
 
 from __future__ import annotations
@@ -12,10 +16,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
-from samplers.ddim import noise_to_step
-
-from .common import (ArgumentError, check_model, check_output, check_sampling, finish, generators_for,
-                     guidance_contexts, image_to_tensor, prompts_for, run_sampler, seeds_for)
+from .common import (ArgumentError, check_model, check_output, check_sampling, effective_eta, finish,
+                     generators_for, guidance_contexts, image_to_tensor, prompts_for, run_sampler, seeds_for)
 
 if TYPE_CHECKING:
     from ..pipeline import StableDiffusion
@@ -29,13 +31,13 @@ def check_strength(strength: float) -> None:
 @torch.no_grad()
 def img2img(sd: StableDiffusion, image, prompt: str | Sequence[str], *, strength: float = 0.75,
             negative_prompt: str = "", steps: int = 50, sampler: str = "ddim", guidance_scale: float = 7.5,
-            eta: float = 0.0, seed: int | None = None, n: int = 1, output: str = "pil",
+            eta: float | None = None, karras: bool = False, seed: int | None = None, n: int = 1, output: str = "pil",
             callback: Callable | None = None, progress: bool = True):
     """Image (PIL, or [B, 3, H, W] in [-1, 1]) to image: strength 0 gives the VAE round trip of the
-    input, 1 starts from pure noise. It starts part-way down the schedule, so the sampler must be
-    one that can (DDIM, as the original)."""
+    input, 1 starts from (nearly) pure noise. sampler, eta, karras: as txt2img's."""
     check_model(sd, "img2img")
-    check_sampling(sampler=sampler, steps=steps, guidance_scale=guidance_scale, eta=eta, starts_late=True)
+    check_sampling(sampler=sampler, steps=steps, guidance_scale=guidance_scale, eta=eta, karras=karras,
+                   starts_late=True)
     check_output(output)
     check_strength(strength)
     f = sd.config.autoencoder.downsampling_factor
@@ -47,10 +49,10 @@ def img2img(sd: StableDiffusion, image, prompt: str | Sequence[str], *, strength
     images = images.expand(batch, -1, -1, -1).to(sd.device, sd.dtype)
     seeds = seeds_for(seed, batch)
     described = dict(prompts=prompts, seeds=seeds, negative_prompt=negative_prompt, steps=steps, sampler=sampler,
-                     guidance_scale=guidance_scale, eta=eta, strength=strength)
+                     karras=karras, guidance_scale=guidance_scale, eta=effective_eta(sampler, eta), strength=strength)
 
     # Each image's own generator draws, in order: the posterior sample, the noise to step t_enc,
-    # then (eta > 0) the sampler's noise.
+    # then the sampler's own noise (eta > 0, ancestral, SDE).
     generators = generators_for(seeds)
     posterior = sd.vae.encode(images)
     latent_shape = posterior.mean.shape[1:]
@@ -61,9 +63,8 @@ def img2img(sd: StableDiffusion, image, prompt: str | Sequence[str], *, strength
     if t_enc == 0:
         return finish(sd, z_0, output, **described)  # nothing to denoise: the VAE round trip of the input
     noise = torch.stack([torch.randn(latent_shape, generator=g) for g in generators]).to(z_0)
-    z_t = noise_to_step(z_0, noise, sd.schedule, steps, t_enc)
 
     cond, uncond = guidance_contexts(sd, prompts, negative_prompt, guidance_scale)
-    z = run_sampler(sd, z_t, cond, uncond, sampler=sampler, steps=steps, guidance_scale=guidance_scale, eta=eta,
-                    generators=generators, callback=callback, progress=progress, first_index=t_enc)
+    z = run_sampler(sd, noise, cond, uncond, sampler=sampler, steps=steps, guidance_scale=guidance_scale, eta=eta,
+                    karras=karras, generators=generators, callback=callback, progress=progress, x_0=z_0, t_enc=t_enc)
     return finish(sd, z, output, **described)

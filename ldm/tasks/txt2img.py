@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
-from .common import (ArgumentError, check_model, check_output, check_sampling, finish, generators_for,
-                     guidance_contexts, initial_noise, prompts_for, run_sampler, seeds_for)
+from .common import (ArgumentError, check_model, check_output, check_sampling, effective_eta, finish,
+                     generators_for, guidance_contexts, initial_noise, prompts_for, run_sampler, seeds_for)
 
 if TYPE_CHECKING:
     from ..pipeline import StableDiffusion
@@ -22,17 +22,21 @@ if TYPE_CHECKING:
 
 @torch.no_grad()
 def txt2img(sd: StableDiffusion, prompt: str | Sequence[str], *, negative_prompt: str = "", steps: int = 50,
-            sampler: str = "ddim", guidance_scale: float = 7.5, eta: float = 0.0, height: int | None = None,
+            sampler: str = "ddim", guidance_scale: float = 7.5, eta: float | None = None, karras: bool = False,
+            height: int | None = None,
             width: int | None = None, seed: int | None = None, n: int = 1, x_T: torch.Tensor | None = None,
             output: str = "pil", callback: Callable | None = None, progress: bool = True):
     """Text to image. -> list of PIL images | images [n, 3, H, W] in [0, 1] ("tensor") | the
     final latent in x_T's scaled space ("latent").
 
+    sampler: a name of samplers.SAMPLERS ("ddim", "euler_a", "dpmpp_2m", ...). eta: the noise the
+    sampler adds each step (None: its own default, 0 for DDIM, 1 for the ancestral and SDE ones).
+    karras: Karras et al.'s spacing of the noise levels (the k-diffusion samplers only).
     seed: image i gets seed + i (None: a random one). x_T: the starting noise [n, C, h, w] instead
     of the seeded draw (it sets the size). callback(i, t, x_t, pred_x0) after every step.
     """
     check_model(sd, "txt2img")
-    check_sampling(sampler=sampler, steps=steps, guidance_scale=guidance_scale, eta=eta)
+    check_sampling(sampler=sampler, steps=steps, guidance_scale=guidance_scale, eta=eta, karras=karras)
     check_output(output)
     prompts = prompts_for(prompt, n)
     batch, f = len(prompts), sd.config.autoencoder.downsampling_factor
@@ -50,14 +54,14 @@ def txt2img(sd: StableDiffusion, prompt: str | Sequence[str], *, negative_prompt
     x_T = x_T.to(sd.device, sd.dtype)
 
     cond, uncond = guidance_contexts(sd, prompts, negative_prompt, guidance_scale)
-    # eta > 0: each image's sampler noise from its own generator, after its x_T draw.
+    # The sampler's noise (eta > 0, ancestral, SDE): each image's from its own generator, after its x_T draw.
     generators = generators_for(seeds)
     for g in generators:
         torch.randn(x_T.shape[1:], generator=g)
     z = run_sampler(sd, x_T, cond, uncond, sampler=sampler, steps=steps, guidance_scale=guidance_scale, eta=eta,
-                    generators=generators, callback=callback, progress=progress)
+                    karras=karras, generators=generators, callback=callback, progress=progress)
     return finish(sd, z, output, prompts=prompts, seeds=seeds, negative_prompt=negative_prompt, steps=steps,
-                  sampler=sampler, guidance_scale=guidance_scale, eta=eta)
+                  sampler=sampler, karras=karras, guidance_scale=guidance_scale, eta=effective_eta(sampler, eta))
 
 
 def check_size(sd: StableDiffusion, **sizes: int) -> None:

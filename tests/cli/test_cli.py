@@ -67,6 +67,25 @@ def test_same_seed_same_image_and_plms_and_img2img(checkpoint, tmp_path):
     assert "Denoising strength: 0.5" in Image.open(tmp_path / "d" / "samples" / "00000.png").info["parameters"]
 
 
+def test_every_sampler_by_name_and_the_original_flags(checkpoint, tmp_path):
+    """--sampler NAME [--karras], --dpm, img2img with a k-sampler: the PNG names the sampler as
+    AUTOMATIC1111 does, with Eta only for a sampler that adds noise."""
+    common = ["--ckpt", str(checkpoint), "--prompt", "a cat", "--ddim_steps", "3", "--n_iter", "1", "--n_samples", "1",
+              "--skip_grid", "--no-progress"]
+    runs = {"a": ["txt2img", "--sampler", "dpmpp_2m", "--karras"], "b": ["txt2img", "--dpm"],
+            "c": ["txt2img", "--sampler", "euler_a", "--ddim_eta", "0.5"],
+            "d": ["img2img", "--sampler", "dpmpp_sde", "--karras", "--init-img", "picture.png", "--strength", "0.5"]}
+    Image.new("RGB", (64, 64), (200, 40, 40)).save(tmp_path / "picture.png")
+    expected = {"a": ("Sampler: DPM++ 2M Karras,", None), "b": ("Sampler: DPM-Solver++ 2M (v2),", None),
+                "c": ("Sampler: Euler a,", "Eta: 0.5"), "d": ("Sampler: DPM++ SDE Karras,", "Eta: 1.0")}
+    for outdir, args in runs.items():
+        result = run(*args, *common, "--outdir", outdir, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        parameters = Image.open(tmp_path / outdir / "samples" / "00000.png").info["parameters"]
+        sampler, eta = expected[outdir]
+        assert sampler in parameters and (eta in parameters if eta else "Eta:" not in parameters), parameters
+
+
 @pytest.mark.parametrize(
     "args, flag",
     [
@@ -76,7 +95,7 @@ def test_same_seed_same_image_and_plms_and_img2img(checkpoint, tmp_path):
         (["txt2img", "--ddim_steps", "0"], "--ddim_steps 0"),
         (["txt2img", "--ddim_steps", "1001"], "--ddim_steps 1001"),
         (["txt2img", "--scale", "-1"], "--scale -1"),
-        (["txt2img", "--sampler", "euler"], "--sampler"),
+        (["txt2img", "--sampler", "eulerr"], "--sampler"),
         (["txt2img", "--dtype", "float16", "--device", "cpu"], "--dtype float16"),
         (["txt2img", "--C", "8"], "--C 8"),
         (["img2img", "--init-img", "notes.txt"], "--init-img notes.txt"),
@@ -88,7 +107,12 @@ def test_same_seed_same_image_and_plms_and_img2img(checkpoint, tmp_path):
         (["txt2img", "--seed", "4294967296"], "--seed 4294967296"),  # seeds are 32-bit
         (["txt2img", "--seed", "4294967291"], "--seed 4294967291"),  # 6 images: the last would be 2**32
         (["txt2img", "--n_rows", "-1"], "--n_rows -1"),  # used to crash after all sampling, losing the grid
-        (["img2img", "--init-img", "picture.png", "--sampler", "plms"], "--sampler plms"),  # ran DDIM labelled PLMS
+        # Issue 16: options a sampler does not have, and one sampler asked for twice.
+        (["txt2img", "--karras"], "--karras True"),  # DDIM walks no sigmas
+        (["txt2img", "--sampler", "euler", "--ddim_eta", "0.5"], "--ddim_eta 0.5"),  # Euler adds no noise
+        (["txt2img", "--plms", "--dpm"], "--plms and --dpm"),
+        (["txt2img", "--dpm", "--sampler", "euler"], "--dpm and --sampler euler"),
+        (["txt2img", "--dpm", "--ddim_steps", "1"], "--ddim_steps 1"),  # the original runs another solver there
     ],
 )
 def test_bad_input_exits_2_with_one_line_naming_the_flag(checkpoint, tmp_path, args, flag):

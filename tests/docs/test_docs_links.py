@@ -187,7 +187,7 @@ def test_checker_reads_methods_and_nested_functions():
     assert "NoiseSchedule.q_sample" in found and "DDIMCoefficients.make" in found
     start, end = found["DDIMCoefficients.make"]
     assert start < end  # the decorator line is included: @classmethod
-    assert "guided.model" in definitions(ROOT / "samplers" / "guidance.py")
+    assert "denoiser.denoise" in definitions(ROOT / "samplers" / "denoiser.py")
 
 
 def test_links_in_skips_urls_images_and_code_blocks(tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .wheels import OPEN_CLIP_FOR_SD, SD_ORIGINAL, unpacked_wheel
+from .wheels import K_DIFFUSION, OPEN_CLIP_FOR_SD, SD_ORIGINAL, unpacked_wheel
 
 RUNNER = Path(__file__).with_name("run_original.py")
 
@@ -39,6 +39,8 @@ def run_original(component: str, params: dict, inputs: dict[str, torch.Tensor], 
             "state_dict": str(tmp / "state.safetensors"), "threads": torch.get_num_threads(),
             "open_clip_root": str(unpacked_wheel(*OPEN_CLIP_FOR_SD)),
         }
+        if component == "sampling":
+            job["k_diffusion_root"] = str(unpacked_wheel(*K_DIFFUSION))
         (tmp / "job.json").write_text(json.dumps(job))
         env = {**os.environ, "PYTHONPATH": str(root)}
         result = subprocess.run([sys.executable, str(RUNNER), str(tmp / "job.json")],

@@ -252,8 +252,8 @@ def import_latent_diffusion():
 
 
 def run_sampling(job: dict, inputs: dict) -> dict:
-    """The original samplers (DDIMSampler, PLMSSampler, img2img's stochastic_encode + decode) on
-    the original LatentDiffusion with a small random UNet, identity conditioning (the context is
+    """The original samplers (DDIMSampler, PLMSSampler, img2img's stochastic_encode + decode; the
+    others of original_samplers.py) on the original LatentDiffusion with a small random UNet, identity conditioning (the context is
     given directly) and the real schedule buffers. Returns the UNet's state dict and the samples."""
     LatentDiffusion = import_latent_diffusion()
     from ldm.models.diffusion.ddim import DDIMSampler
@@ -277,6 +277,12 @@ def run_sampling(job: dict, inputs: dict) -> dict:
             outputs[f"{parameterization}/unet/{key}"] = value
         for case in params["cases"]:
             if case["parameterization"] != parameterization:
+                continue
+            if case["sampler"] not in ("ddim", "plms", "img2img"):  # DPM-Solver, k-diffusion
+                from original_samplers import sample_case
+
+                with torch.no_grad():
+                    outputs[f"{case['name']}/sample"] = sample_case(model, case, inputs, job["k_diffusion_root"])
                 continue
             sampler = (PLMSSampler if case["sampler"] == "plms" else DDIMSampler)(model)
             uncond = inputs["uncond"] if case["scale"] != 1.0 else None

@@ -20,6 +20,8 @@ OPEN_CLIP = ("open_clip_torch", "3.3.0")  # ships the original CLIP SimpleTokeni
 # switched to batch-first and no longer runs under the original wrapper.
 OPEN_CLIP_FOR_SD = ("open_clip_torch", "2.0.2")
 SD_ORIGINAL = ("stable-diffusion-sdkit", "2.1.5")  # the Stability/CompVis `ldm` package
+# Katherine Crowson's k-diffusion: the samplers AUTOMATIC1111 and ComfyUI run (sampling.py, external.py)
+K_DIFFUSION = ("k-diffusion", "0.1.1.post1")
 
 
 def cache_root() -> Path:

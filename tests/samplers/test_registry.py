@@ -34,8 +34,13 @@ def test_every_sampler_has_the_common_signature():
         assert list(parameters)[:4] == common[:4], name
         assert all(parameters[p].kind is inspect.Parameter.KEYWORD_ONLY for p in list(parameters)[4:]), name
         assert set(common) <= set(parameters), name
-    assert options_of(sample_ddim) == {"eta", "generator", "first_index"}
-    assert options_of(sample_plms) == frozenset()
+    assert options_of(sample_ddim) == {"eta", "generator", "x_0", "t_enc"}
+    assert options_of(sample_plms) == {"x_0", "t_enc"}
+    # the k-diffusion family: karras for all, eta and the generator for those that add noise
+    noisy = {name for name, sample in SAMPLERS.items() if "eta" in options_of(sample)}
+    assert noisy == {"ddim", "euler_a", "dpm2_a", "dpmpp_2s_a", "dpmpp_sde", "dpmpp_2m_sde"}
+    assert {name for name, sample in SAMPLERS.items() if "karras" in options_of(sample)} == (
+        set(SAMPLERS) - {"ddim", "plms", "dpm_solver"})
 
 
 def test_a_registered_sampler_runs_in_txt2img(tiny_sd, one_step):
@@ -52,12 +57,13 @@ def test_a_registered_sampler_runs_in_txt2img(tiny_sd, one_step):
 
 
 def test_options_a_sampler_does_not_take_are_refused(tiny_sd, one_step):
-    with pytest.raises(ValueError, match=r"eta=0.5: the one_step sampler adds no noise; .*\['ddim'\]"):
+    with pytest.raises(ValueError, match=r"eta=0.5: the one_step sampler adds no noise, so it has no eta; .*"
+                                         r"\['ddim', 'dpm2_a', 'dpmpp_2m_sde', 'dpmpp_2s_a', 'dpmpp_sde', 'euler_a'\]"):
         tiny_sd.txt2img("a cat", sampler="one_step", eta=0.5, progress=False)
     with pytest.raises(ValueError, match=r"sampler='one_step': cannot start part-way down the schedule"):
         tiny_sd.img2img(Image.new("RGB", (64, 64)), "a cat", sampler="one_step", progress=False)
-    with pytest.raises(ValueError, match=r"sampler='euler': not one of \['ddim', 'one_step', 'plms'\]"):
-        tiny_sd.txt2img("a cat", sampler="euler", progress=False)
+    with pytest.raises(ValueError, match=r"sampler='eulerr': not one of \['ddim', 'dpm2', .*'one_step', 'plms'\]"):
+        tiny_sd.txt2img("a cat", sampler="eulerr", progress=False)
 
 
 def test_a_registered_sampler_runs_from_the_command_line(tiny_checkpoint, tmp_path):
@@ -85,3 +91,44 @@ def test_the_docs_list_the_registry():
 
     row = re.search(r"^\| `--sampler \{([a-z0-9_,]+)\}`", (ROOT / "docs" / "cli.md").read_text(), re.MULTILINE)
     assert row is not None and row.group(1).split(",") == sorted(SAMPLERS)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(sampler="ddim", karras=True), r"karras=True: the ddim sampler does not walk a list of noise levels"),
+    (dict(sampler="plms", karras=True), r"karras=True: the plms sampler"),
+    (dict(sampler="dpm_solver", karras=True), r"karras=True: the dpm_solver sampler"),
+    (dict(sampler="euler", eta=0.5), r"eta=0.5: the euler sampler adds no noise, so it has no eta"),
+    (dict(sampler="dpmpp_2m", eta=1.0), r"eta=1.0: the dpmpp_2m sampler adds no noise"),
+    (dict(sampler="euler_a", eta=-1.0), r"eta=-1.0: must be a finite number >= 0"),
+    (dict(sampler="dpm_solver", steps=1), r"steps=1: dpm_solver needs at least 2 steps"),
+    (dict(sampler="DPM++ 2M"), r"sampler='DPM\+\+ 2M': not one of \['ddim', 'dpm2', 'dpm2_a', 'dpm_solver', .*'plms'\]"),
+])
+def test_what_a_sampler_cannot_do_is_refused_with_the_reason(tiny_sd, kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        tiny_sd.txt2img("a cat", progress=False, **{"steps": 4, **kwargs})
+
+
+def test_eta_zero_and_an_unset_eta_are_taken_by_every_sampler(tiny_sd):
+    """eta 0 is what a sampler without noise does, so it is not refused; unset, each its own default."""
+    for name in SAMPLERS:
+        options = options_of(SAMPLERS[name])
+        default = samplers.default_of(SAMPLERS[name], "eta") if "eta" in options else None
+        assert default == {"ddim": 0.0}.get(name, 1.0 if "eta" in options else None)
+    latent = tiny_sd.txt2img("a cat", sampler="euler", eta=0.0, steps=2, seed=1, output="latent", progress=False)
+    assert torch.equal(latent, tiny_sd.txt2img("a cat", sampler="euler", steps=2, seed=1, output="latent",
+                                               progress=False))
+
+
+def test_img2img_runs_every_sampler_from_its_image(tiny_sd):
+    """Each sampler starts part-way down, from the image's latent (x_0, t_enc): another image,
+    another result."""
+    red, blue = Image.new("RGB", (64, 64), (220, 20, 20)), Image.new("RGB", (64, 64), (20, 20, 220))
+    for name in SAMPLERS:
+        karras = "karras" in options_of(SAMPLERS[name])
+        runs = [tiny_sd.img2img(image, "a cat", sampler=name, karras=karras, strength=0.5, steps=4, seed=3,
+                                output="latent", progress=False) for image in (red, blue)]
+        assert torch.isfinite(runs[0]).all() and relative_change(runs[0], runs[1]) > 1e-3, name
+
+
+def relative_change(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / b.abs().max()).item()

@@ -17,7 +17,6 @@ from checkpoints_convert.remap import load_state, rename_keys
 from ldm.config import UNetConfig
 from ldm.modules.unet import UNet
 from samplers import NoiseSchedule, guided, sample_ddim, sample_plms
-from samplers.ddim import noise_to_step
 from tests.reference.original_configs import SMALL_DDCONFIG, SMALL_UNET_PARAMS
 from tests.reference.original_ldm import relative_error, run_original
 from tests.reference.parity_record import record_parity
@@ -49,6 +48,11 @@ def reference():
               "uncond": torch.randn(2, 5, 32, generator=g), "x0": torch.randn(2, 4, 8, 8, generator=g)}
     params = {"unet": SMALL_UNET_PARAMS, "ddconfig": SMALL_DDCONFIG, "cases": CASES}
     _, outputs = run_original("sampling", params, inputs, seed=2)
+    return inputs, outputs, small_unets(outputs)
+
+
+def small_unets(outputs: dict) -> dict[str, UNet]:
+    """Our small UNets ("eps", "v") with the weights the original's sampling job randomised."""
     unets = {}
     for parameterization in ("eps", "v"):
         prefix = f"{parameterization}/unet/"
@@ -56,7 +60,7 @@ def reference():
         unet = UNet(SMALL_UNET).eval()
         load_state(unet, rename_keys(state, original_to_ours(SMALL_UNET), "unet"), "unet")
         unets[parameterization] = unet
-    return inputs, outputs, unets
+    return unets
 
 
 def run_ours(case: dict, inputs: dict, unet: UNet, callback=None) -> torch.Tensor:
@@ -67,11 +71,10 @@ def run_ours(case: dict, inputs: dict, unet: UNet, callback=None) -> torch.Tenso
     if case["sampler"] == "plms":
         return sample_plms(model, inputs["x_T"], schedule, case["steps"], prediction=case["parameterization"],
                            callback=callback, progress=False)
-    if case["sampler"] == "img2img":
+    if case["sampler"] == "img2img":  # the noise to step t_enc first, then the sampler's, from one generator
         noise = torch.randn(inputs["x0"].shape, generator=generator)
-        start = noise_to_step(inputs["x0"], noise, schedule, case["steps"], case["t_enc"])
-        return sample_ddim(model, start, schedule, case["steps"], prediction=case["parameterization"], eta=case["eta"],
-                           first_index=case["t_enc"], generator=generator, progress=False)
+        return sample_ddim(model, noise, schedule, case["steps"], prediction=case["parameterization"], eta=case["eta"],
+                           x_0=inputs["x0"], t_enc=case["t_enc"], generator=generator, progress=False)
     return sample_ddim(model, inputs["x_T"], schedule, case["steps"], prediction=case["parameterization"],
                        eta=case["eta"], generator=generator, callback=callback, progress=False)
 

@@ -11,7 +11,7 @@ from samplers.prediction import eps_and_x0
 @torch.no_grad()
 def sample_one_step(model, x_T, schedule, steps, *, prediction="eps", callback=None, progress=True):
     """x0 predicted from x_T in one model call at the last timestep (DDPM eq. 4 solved for x0):
-    a crude sampler, but a real one. It takes none of the options (eta, generator, first_index)."""
+    a crude sampler, but a real one. It takes none of the options (eta, generator, karras, x_0, t_enc)."""
     t = torch.full((x_T.shape[0],), schedule.num_timesteps - 1, dtype=torch.long, device=x_T.device)
     a_t = schedule.alphas_cumprod_f32.to(x_T.device)[t].view(-1, 1, 1, 1)
     _, x0 = eps_and_x0(model(x_T, t), x_T, t, a_t, schedule, prediction)
