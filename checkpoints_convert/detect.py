@@ -6,7 +6,7 @@
    a regular file (after symlinks) of at most MAX_YAML_BYTES; anything else there (a FIFO, a
    device, a huge file) is refused with an error naming it, since the user put it there;
 3. the weights: the cross-attention context width (768: v1, 1024: v2, 96: the demo model), the UNet's input channels
-   (4, 5 depth, 9 inpainting, 7 upscaler) and the upscaler's class-embedding key;
+   (4, 5 depth, 9 inpainting (v1 and v2), 7 upscaler) and the upscaler's class-embedding key;
 4. eps or v for a v2 base model, whose keys are identical: run the UNet once on constant inputs
    (latent 0.5, context 0.5, t=999) and read v-prediction when mean(out - x) < -1 (the rule of
    stable-diffusion.cpp and AUTOMATIC1111). This reads what a TRAINED model does; on random weights
@@ -26,7 +26,8 @@ UNET_IN = "model.diffusion_model.input_blocks.0.0.weight"
 CROSS_ATTENTION_KEY = re.compile(r"model\.diffusion_model\..*\.attn2\.to_k\.weight")
 UPSCALER_KEY = "model.diffusion_model.label_emb.weight"
 
-BY_IN_CHANNELS = {4: "v2", 5: "v2-depth", 9: "v2-inpainting", 7: "x4-upscaler"}
+BY_IN_CHANNELS = {4: "v2", 5: "v2-depth", 9: "v2-inpainting", 7: "x4-upscaler"}  # context width 1024
+V1_BY_IN_CHANNELS = {4: "v1", 9: "v1-inpainting"}  # context width 768
 
 MAX_YAML_BYTES = 1024 * 1024  # the original inference yamls are 2-3 KB
 MAX_YAML_DIGITS = 9  # a count of channels or classes; also keeps int() far below its 4300-digit limit
@@ -49,8 +50,8 @@ def variant_from_weights(shapes: dict[str, tuple[int, ...]], path: Path) -> tupl
                            "pass variant=")
     context_dim = _dimension(shapes, context_keys[0], 2, path)  # linear weight [inner, context]
     reason = f"weights: context width {context_dim}, UNet input channels {in_channels}"
-    if context_dim == 768 and in_channels == 4:
-        return "v1", reason
+    if context_dim == 768 and in_channels in V1_BY_IN_CHANNELS:
+        return V1_BY_IN_CHANNELS[in_channels], reason
     if context_dim == 96 and in_channels == 4:
         return "demo", reason + " (the project's demo model)"
     if context_dim == 1024 and in_channels in BY_IN_CHANNELS:
@@ -75,8 +76,8 @@ def variant_from_yaml(yaml_path: Path) -> tuple[str, str] | None:
               f"parameterization {prediction!r}")
     if _int_field(unet, "num_classes", yaml_path) is not None:
         return "x4-upscaler", reason
-    if context_dim == 768:
-        return "v1", reason
+    if context_dim == 768 and in_channels in (None, *V1_BY_IN_CHANNELS):
+        return V1_BY_IN_CHANNELS[in_channels or 4], reason
     if context_dim == 1024 and in_channels in BY_IN_CHANNELS:
         variant = BY_IN_CHANNELS[in_channels]
         return ("v2-v" if variant == "v2" and prediction == "v" else variant), reason

@@ -22,9 +22,10 @@ A diffusers pipeline folder holds one subfolder per component, each with its con
 
 The tensor names and the few changes of shape are tables (the keymap/diffusers_*.py files); this
 file moves folders and configs. Reading back, the variant comes from the configs (or variant=,
-which wins): cross_attention_dim 768 is v1, 1024 the v2 family, told apart by the UNet's input
-channels (9 inpainting, 5 depth) and, for 4 channels, by the scheduler's prediction_type (v2 / v2-v);
-96 is the bundled demo model. The latent scale is the VAE config's scaling_factor (as diffusers).
+which wins): cross_attention_dim 768 is v1 (9 input channels: v1-inpainting), 1024 the v2
+family, told apart by the UNet's input channels (9 inpainting, 5 depth) and, for 4 channels, by
+the scheduler's prediction_type (v2 / v2-v); 96 is the bundled demo model. The latent scale is the
+VAE config's scaling_factor (as diffusers).
 The x4 upscaler has a pipeline of its own in diffusers (a second scheduler, a low-resolution
 image input), which this module does not write or read: it is refused both ways.
 """
@@ -64,7 +65,7 @@ FILES = {
 }
 PIPELINES = {
     "v1": "StableDiffusionPipeline", "v2": "StableDiffusionPipeline", "v2-v": "StableDiffusionPipeline",
-    "v2-inpainting": "StableDiffusionInpaintPipeline",
+    "v1-inpainting": "StableDiffusionInpaintPipeline", "v2-inpainting": "StableDiffusionInpaintPipeline",
     # diffusers' depth pipeline also wants its MiDaS depth_estimator, which our model does not hold:
     # pass one to from_pretrained.
     "v2-depth": "StableDiffusionDepth2ImgPipeline",
@@ -280,6 +281,8 @@ def variant_from_configs(unet: dict, scheduler: dict, where: Path) -> tuple[str,
                            "Stable Diffusion predicts 'epsilon' or 'v_prediction'")
     if context_dim in (768, demo_dim) and in_channels == 4:
         variant = "v1" if context_dim == 768 else "demo"
+    elif context_dim == 768 and in_channels == 9:
+        variant = "v1-inpainting"
     elif context_dim == 1024 and isinstance(in_channels, int) and in_channels in BY_IN_CHANNELS:
         variant = BY_IN_CHANNELS[in_channels]  # the v2 family by the UNet's input channels
         variant = "v2-v" if variant == "v2" and prediction == "v_prediction" else variant

@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import save_file
 
-from ldm.config import PRESETS, ModelConfig
+from ldm.config import PRESETS, ModelConfig, ScheduleConfig
 from samplers.schedule import NoiseSchedule
 
 from . import layout
@@ -27,9 +27,8 @@ from . import layout
 T = TypeVar("T")
 
 
-def schedule_buffers(config: ModelConfig) -> dict[str, torch.Tensor]:
+def schedule_buffers(s: ScheduleConfig) -> dict[str, torch.Tensor]:
     """The DDPM buffers of the original `register_schedule` (ddpm.py), v_posterior = 0."""
-    s = config.schedule
     schedule = NoiseSchedule.linear(s.num_timesteps, s.linear_start, s.linear_end)
     betas, alphas_cumprod = schedule.betas, schedule.alphas_cumprod
     previous = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
@@ -61,7 +60,11 @@ def to_original(config: ModelConfig, state: dict[str, torch.Tensor]) -> dict[str
         # A latent scale the preset does not know (a re-trained demo model): stored the way the
         # original's LatentDiffusion(scale_by_std=True) stores it, as the `scale_factor` buffer.
         original["scale_factor"] = torch.tensor(config.scale_factor, dtype=torch.float32)
-    return original | schedule_buffers(config)
+    original |= schedule_buffers(config.schedule)
+    if config.noise_augmentation is not None:  # the upscaler's low_scale_model registers the first 8 of its own
+        low_scale = schedule_buffers(config.noise_augmentation.schedule)
+        original |= {f"low_scale_model.{name}": low_scale[name] for name in layout.SCHEDULE_BUFFERS[:8]}
+    return original
 
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")

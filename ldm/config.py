@@ -90,6 +90,16 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class NoiseAugmentationConfig:
+    """The x4 upscaler's low_scale_model (x4-upscaling.yaml: ImageConcatWithNoiseAugmentation): the
+    low-resolution image is noised to `noise_level` by a schedule of its own before it is joined to
+    the latent, and the level is the UNet's class label; levels run 0..max_noise_level."""
+
+    schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(linear_start=0.0001, linear_end=0.02))
+    max_noise_level: int = 350
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """One Stable Diffusion variant: its networks, schedule, what the UNet predicts, latent scale."""
 
@@ -106,6 +116,7 @@ class ModelConfig:
     # mask and masked image's latent), LatentDepth2ImageDiffusion (depth2img: the latent and a depth
     # map), LatentUpscaleDiffusion (upscale: the latent and the low-resolution image).
     task: Literal["txt2img", "inpaint", "depth2img", "upscale"] = "txt2img"
+    noise_augmentation: NoiseAugmentationConfig | None = None  # the upscaler's low-resolution input
 
     @property
     def latent_channels(self) -> int:
@@ -127,6 +138,9 @@ F8_AUTOENCODER = AutoencoderConfig()
 V1 = ModelConfig("v1", V1_UNET, F8_AUTOENCODER, CLIP_VIT_L_TEXT)
 V2 = ModelConfig("v2", V2_UNET, F8_AUTOENCODER, OPENCLIP_VIT_H_TEXT)
 V2_V = ModelConfig("v2-v", V2_UNET, F8_AUTOENCODER, OPENCLIP_VIT_H_TEXT, prediction="v", image_size=768)
+# SD 1.5 inpainting (v1-inpainting-inference.yaml: LatentInpaintDiffusion, conditioning_key hybrid).
+V1_INPAINTING = ModelConfig("v1-inpainting", replace(V1_UNET, in_channels=9), F8_AUTOENCODER, CLIP_VIT_L_TEXT,
+                            task="inpaint")
 V2_INPAINTING = ModelConfig(
     "v2-inpainting", replace(V2_UNET, in_channels=9), F8_AUTOENCODER, OPENCLIP_VIT_H_TEXT, task="inpaint"
 )
@@ -147,6 +161,7 @@ X4_UPSCALER = ModelConfig(
     scale_factor=0.08333,
     image_size=512,  # output size; the input is 128x128 (latents 128x128 at f4)
     task="upscale",
+    noise_augmentation=NoiseAugmentationConfig(),
 )
 
 # The project's own small model (trained by `python -m ldm train-demo`, shipped with the package):
@@ -161,5 +176,5 @@ DEMO = ModelConfig(
 )
 
 PRESETS: dict[str, ModelConfig] = {
-    config.name: config for config in (V1, V2, V2_V, V2_INPAINTING, V2_DEPTH, X4_UPSCALER, DEMO)
+    config.name: config for config in (V1, V2, V2_V, V1_INPAINTING, V2_INPAINTING, V2_DEPTH, X4_UPSCALER, DEMO)
 }

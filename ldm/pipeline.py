@@ -32,6 +32,8 @@ from .modules.openclip_text import OpenCLIPTextEncoder
 from .modules.unet import UNet
 from .outputs import file_hash
 from .tasks.img2img import img2img
+from .tasks.inpaint import inpaint
+from .tasks.upscale import upscale
 from .tasks.txt2img import txt2img
 
 log = logging.getLogger("ldm")
@@ -145,6 +147,8 @@ class StableDiffusion(nn.Module):
     # txt2img(sd, ...), with its signature (keyword-only after the prompt) and its docstring.
     txt2img = txt2img
     img2img = img2img
+    inpaint = inpaint
+    upscale = upscale
 
     def _set_config(self, config: ModelConfig) -> None:
         self.config, self.variant = config, config.name

@@ -51,14 +51,22 @@ class ArgumentError(ValueError):
 
 # -- checks, before any work ------------------------------------------------------------------------
 
+# The model each task runs (ModelConfig.task), for the message that refuses another.
+MODELS_FOR = {"txt2img": "txt2img", "img2img": "txt2img", "inpaint": "inpaint", "upscale": "upscale"}
+MODEL_NAMES = {"txt2img": "a text-to-image model (v1, v2, v2-v or the demo model)",
+               "inpaint": "an inpainting model (v1-inpainting, v2-inpainting)",
+               "upscale": "the x4 upscaler (x4-upscaler)"}
+
+
 def check_model(sd: StableDiffusion, task: str) -> None:
-    """txt2img and img2img run text-to-image models only; other models are refused by name."""
-    config = sd.config
-    if config.task != "txt2img":
+    """Each task runs the models trained for it (txt2img and img2img: text-to-image models;
+    inpaint: inpainting models); others are refused by name."""
+    config, needed = sd.config, MODELS_FOR[task]
+    if config.task != needed:
+        takes = f"the latent and {EXTRA_INPUTS[config.task]}" if config.task in EXTRA_INPUTS else "the latent alone"
         raise ValueError(
             f"{task} cannot run the {config.name} model: its UNet takes {config.unet.in_channels} input channels "
-            f"(the latent and {EXTRA_INPUTS[config.task]}); it is a model for {config.task}. {task} needs a "
-            "text-to-image model (v1, v2, v2-v or the demo model)")
+            f"({takes}); it is a model for {config.task}. {task} needs {MODEL_NAMES[needed]}")
 
 
 def check_sampling(*, sampler: str, steps: int, guidance_scale: float, eta: float | None, karras: bool = False,
@@ -179,11 +187,23 @@ def initial_noise(seeds: list[int], shape: tuple[int, int, int]) -> torch.Tensor
 def run_sampler(sd: StableDiffusion, x_T: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None, *,
                 sampler: str, steps: int, guidance_scale: float, eta: float | None, karras: bool,
                 generators: list[torch.Generator], callback: Callable | None, progress: bool,
-                x_0: torch.Tensor | None = None, t_enc: int | None = None) -> torch.Tensor:
+                x_0: torch.Tensor | None = None, t_enc: int | None = None,
+                concat: torch.Tensor | None = None, class_labels: torch.Tensor | None = None) -> torch.Tensor:
     """The named sampler over the guided UNet, from the unit-variance draw x_T (and img2img's x_0,
     t_enc). Options the sampler does not take (check_sampling has refused any value other than
-    their default) are not passed, nor is eta None (the sampler's own default)."""
-    model = guided(lambda x_t, t, c: sd.unet(x_t, t, c), cond, uncond, guidance_scale)
+    their default) are not passed, nor is eta None (the sampler's own default).
+
+    concat [B, C', h, w]: what the UNet takes beside the latent (the original's c_concat, with
+    conditioning_key "hybrid"), joined to x_t on the channels at every call, in both branches of
+    guidance (the original's unconditional conditioning carries the same c_concat). class_labels
+    [B]: the UNet's class label (the original's c_adm: the upscaler's noise level), likewise in both."""
+    def unet(x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        copies = x_t.shape[0] // x_T.shape[0]  # 2 in guidance's batch [uncond, cond]
+        if concat is not None:
+            x_t = torch.cat([x_t, concat.repeat(copies, 1, 1, 1)], dim=1)
+        return sd.unet(x_t, t, context, None if class_labels is None else class_labels.repeat(copies))
+
+    model = guided(unet, cond, uncond, guidance_scale)
     sample = SAMPLERS[sampler]
     options = {"eta": eta, "generator": generators, "karras": karras, "x_0": x_0, "t_enc": t_enc}
     options = {name: value for name, value in options.items() if name in options_of(sample) and value is not None}
@@ -200,15 +220,19 @@ def effective_eta(sampler: str, eta: float | None) -> float | None:
     return default_of(sample, "eta") if eta is None else eta
 
 
-def finish(sd: StableDiffusion, z: torch.Tensor, output: str, *, prompts: list[str], seeds: list[int], **fields):
+def finish(sd: StableDiffusion, z: torch.Tensor, output: str, *, prompts: list[str], seeds: list[int],
+           crop: tuple[int, int] | None = None, **fields):
     """z_0 (scaled latent) -> what `output` asks for: the latent itself, images [B, 3, H, W] in
     [0, 1] ("tensor"), or PIL images, each with its seed and its `parameters` text (the PNG chunk
     the command line writes, ldm/outputs.py) in `image.info`, so that an image made with
     seed=None can be reproduced and saved as the command line saves it. `fields`: the
-    task's settings for parameters_text (negative_prompt, steps, sampler, ...)."""
+    task's settings for parameters_text (negative_prompt, steps, sampler, ...). crop (height, width):
+    the decoded images' top-left part to keep (a task that padded its input)."""
     if output == "latent":
         return z
     images = ((sd.vae.decode(z / sd.config.scale_factor).float() + 1) / 2).clamp(0, 1)
+    if crop is not None:
+        images = images[:, :, : crop[0], : crop[1]]
     if output == "tensor":
         return images
     arrays = (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)

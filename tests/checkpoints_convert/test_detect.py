@@ -40,6 +40,7 @@ YAML = """model:
         (4, 1024, "", "", "v2"),
         (4, 1024, '    parameterization: "v"\n', "", "v2-v"),
         (9, 1024, "", "", "v2-inpainting"),
+        (9, 768, "", "", "v1-inpainting"),  # v1-inpainting-inference.yaml (SD 1.5 inpainting)
         (5, 1024, "", "", "v2-depth"),
         (7, 1024, '    parameterization: "v"\n', "        num_classes: 1000\n", "x4-upscaler"),
     ],
@@ -167,6 +168,7 @@ def shapes(in_channels, context_dim, upscaler=False):
     "found, expected",
     [
         (shapes(4, 768), "v1"), (shapes(4, 1024), "v2"), (shapes(9, 1024), "v2-inpainting"),
+        (shapes(9, 768), "v1-inpainting"),
         (shapes(5, 1024), "v2-depth"), (shapes(7, 1024, upscaler=True), "x4-upscaler"),
     ],
 )
@@ -175,7 +177,8 @@ def test_weight_rule(found, expected):
 
 
 @pytest.mark.parametrize("found, words", [({}, "no UNet weights"), (shapes(6, 1024), "unknown combination"),
-                                         (shapes(4, 640), "unknown combination")])
+                                         (shapes(4, 640), "unknown combination"),
+                                         (shapes(5, 768), "unknown combination")])
 def test_weight_rule_refuses_what_it_cannot_tell(found, words):
     with pytest.raises(VariantError, match=words):
         variant_from_weights(found, "file.ckpt")

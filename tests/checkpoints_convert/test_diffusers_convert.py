@@ -457,3 +457,12 @@ def test_messages_quote_the_folder_s_content_with_repr(tmp_path):
         StableDiffusion.from_diffusers(folder)
     assert repr(HOSTILE + ".safetensors") in str(refused.value) and "\x1b" not in str(refused.value)
     assert "shard names must be plain file names" in str(refused.value)
+
+
+@pytest.mark.parametrize("in_channels, context_dim, expected", [(4, 768, "v1"), (9, 768, "v1-inpainting"),
+                                                                 (9, 1024, "v2-inpainting"), (5, 1024, "v2-depth")])
+def test_the_variant_is_told_by_the_folders_configs(tmp_path, in_channels, context_dim, expected):
+    from checkpoints_convert.diffusers import variant_from_configs
+
+    unet = {"cross_attention_dim": context_dim, "in_channels": in_channels}
+    assert variant_from_configs(unet, {"prediction_type": "epsilon"}, tmp_path)[0] == expected

@@ -46,6 +46,21 @@ def randomise_(model: torch.nn.Module, seed: int) -> None:
                 tensor.copy_(0.1 * noise)
 
 
+def saved_and_loaded_back(variant: str, path, seed: int) -> StableDiffusion:
+    """A full-size model of `variant`, every tensor random (randomise_), written to `path` in the
+    original layout and loaded back from it by our loader (its key tables, its variant detection)."""
+    with torch.device("meta"):
+        made = StableDiffusion(PRESETS[variant])
+    made = made.to_empty(device="cpu").eval()
+    randomise_(made, seed=seed)
+    made.save_checkpoint(path)
+    del made
+    gc.collect()
+    sd = StableDiffusion.from_checkpoint(path)
+    assert sd.variant == variant
+    return sd
+
+
 @pytest.mark.slow  # full-size models through the original code
 @pytest.mark.parametrize("variant, name", CASES)
 def test_the_original_code_loads_our_checkpoint(tmp_path, variant, name):

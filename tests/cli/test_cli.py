@@ -113,6 +113,9 @@ def test_every_sampler_by_name_and_the_original_flags(checkpoint, tmp_path):
         (["txt2img", "--plms", "--dpm"], "--plms and --dpm"),
         (["txt2img", "--dpm", "--sampler", "euler"], "--dpm and --sampler euler"),
         (["txt2img", "--dpm", "--ddim_steps", "1"], "--ddim_steps 1"),  # the original runs another solver there
+        # Issue 17: the inputs of inpaint and upscale, before the model loads.
+        (["inpaint", "--init-img", "picture.png", "--mask", "notes.txt"], "--mask notes.txt"),
+        (["upscale", "--init-img", "picture.png", "--noise_level", "400"], "--noise_level 400"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_naming_the_flag(checkpoint, tmp_path, args, flag):

@@ -308,22 +308,33 @@ def load_saved(job: dict, inputs: dict) -> dict:
     """Load a checkpoint file that OUR code wrote, the way the original scripts do
     (torch.load / safetensors, then LatentDiffusion.load_state_dict(sd, strict=False)), report
     missing and unexpected keys, and run the loaded original modules on the inputs."""
-    LatentDiffusion = import_latent_diffusion()
+    model_class = import_latent_diffusion()
     params = job["params"]
     path = params["path"]
+    extra = {"conditioning_key": "crossattn"}
+    if "inpaint" in params:  # v*-inpainting-inference.yaml: LatentInpaintDiffusion, hybrid, no finetune keys
+        from ldm.models.diffusion.ddpm import LatentInpaintDiffusion as model_class
+
+        extra = {"conditioning_key": "hybrid", "finetune_keys": None}
+    if "upscale" in params:  # x4-upscaling.yaml: LatentUpscaleDiffusion, hybrid-adm, its noise augmentation
+        from ldm.models.diffusion.ddpm import LatentUpscaleDiffusion as model_class
+
+        extra = {"conditioning_key": "hybrid-adm", "low_scale_key": "lr", "low_scale_config": {
+            "target": "ldm.modules.diffusionmodules.upscaling.ImageConcatWithNoiseAugmentation",
+            "params": {"noise_schedule_config": {"linear_start": 0.0001, "linear_end": 0.02}, "max_noise_level": 350}}}
     if path.endswith(".safetensors"):
         state = load_file(path)
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-    model = LatentDiffusion(
+    model = model_class(
             first_stage_config={"target": "ldm.models.autoencoder.AutoencoderKL",
                                 "params": {**params["first_stage"], "lossconfig": {"target": "torch.nn.Identity"}}},
             cond_stage_config={"target": "torch.nn.Identity"},  # the text encoder is loaded below
             unet_config={"target": "ldm.modules.diffusionmodules.openaimodel.UNetModel", "params": params["unet"]},
             linear_start=params["linear_start"], linear_end=params["linear_end"], timesteps=1000,
-            parameterization=params["parameterization"], conditioning_key="crossattn", cond_stage_key="txt",
+            parameterization=params["parameterization"], cond_stage_key="txt",
             first_stage_key="jpg", image_size=64, channels=4, scale_factor=params["scale_factor"], use_ema=False,
-        ).eval()
+            **extra).eval()
     text_prefix = "cond_stage_model.transformer." if params["text"] == "clip" else "cond_stage_model.model."
     text_state = {k[len(text_prefix):]: v for k, v in state.items() if k.startswith(text_prefix)}
     rest = {k: v for k, v in state.items() if not k.startswith(text_prefix)}
@@ -340,10 +351,22 @@ def load_saved(job: dict, inputs: dict) -> dict:
     json.dump(report, open(params["report"], "w"))
     with torch.no_grad():
         outputs = {
-            "unet": model.apply_model(inputs["x"], inputs["t"], inputs["context"]),
+            # (an inpainting model's apply_model wants c_concat too: its UNet is called directly)
+            "unet": (model.apply_model(inputs["x"], inputs["t"], inputs["context"])
+                     if "inpaint" not in params and "upscale" not in params
+                     else model.model.diffusion_model(inputs["x"], inputs["t"], context=inputs["context"],
+                                                      y=inputs.get("y"))),
             "decoded": model.decode_first_stage(inputs["z"]),  # divides by the scale factor first
             "text": encode(inputs["tokens"]),
         }
+        if "inpaint" in params:  # the v2 repository's scripts/gradio/inpainting.py, from token ids on
+            from original_tasks import run_inpaint
+
+            outputs |= run_inpaint(model, params["inpaint"], inputs, encode)
+        if "upscale" in params:  # the v2 repository's scripts/gradio/superresolution.py, from token ids on
+            from original_tasks import run_upscale
+
+            outputs |= run_upscale(model, params["upscale"], inputs, encode)
         if "txt2img" in params:  # the original scripts/txt2img.py loop, from token ids on
             from ldm.models.diffusion.ddim import DDIMSampler
             from ldm.models.diffusion.plms import PLMSSampler
