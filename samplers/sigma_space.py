@@ -117,7 +117,6 @@ def named(sample: Callable, loop: Callable) -> Callable:
     inspect.signature, and so options_of, read the loop's signature instead of the registry's)."""
     sample.__name__ = sample.__qualname__ = f"sample_{loop.__name__}"
     sample.__doc__ = loop.__doc__
-    sample.loop = loop
     return sample
 
 
