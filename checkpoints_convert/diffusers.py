@@ -328,6 +328,10 @@ def folder_variant(folder: str | Path, variant: str | None = None, dtype: torch.
     else:
         reason = f"explicit variant={variant!r}"
     config = PRESETS[variant]
+    if config.depth_model is not None:
+        # A depth folder's depth_estimator is transformers' DPTForDepthEstimation (its own key names),
+        # not read here: depth2img then runs on a depth map the caller gives.
+        config = replace(config, depth_model=None)
     scaling_factor = found["vae"].get("scaling_factor", config.scale_factor)
     if type(scaling_factor) in (int, float) and 0 < scaling_factor < math.inf and scaling_factor != config.scale_factor:
         # diffusers scales the latents by the VAE config's scaling_factor: a re-trained model's own

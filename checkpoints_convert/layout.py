@@ -9,23 +9,24 @@ An original checkpoint is the state dict of the training code's LatentDiffusion 
 | `cond_stage_model.transformer.` | v1: HF CLIPTextModel (CLIP ViT-L/14 text) | `text_encoder` |
 | `cond_stage_model.model.` | v2: open_clip CLIP without its visual tower | `text_encoder` |
 | `model_ema.` | EMA copies of the UNet, dots removed from the names | `unet` with use_ema=True |
+| `depth_model.model.` | the depth variant's MiDaS DPT-Hybrid (a file may lack it) | `depth_model` |
 
 plus the noise schedule as buffers (recomputed from the config instead: fp16-pruned files store
-them rounded), and, for the depth and upscaler variants, `depth_model.` (MiDaS) and
-`low_scale_model.` (the upscaler's noise-augmentation schedule).
+them rounded), and, for the upscaler, `low_scale_model.` (its noise-augmentation schedule).
 """
 
 from __future__ import annotations
 
 from ldm.config import ModelConfig
 
-from .keymap import autoencoder, clip_text, openclip_text, unet
+from .keymap import autoencoder, clip_text, midas, openclip_text, unet
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 CLIP_PREFIX = "cond_stage_model.transformer."
 OPENCLIP_PREFIX = "cond_stage_model.model."
 EMA_PREFIX = "model_ema."
+DEPTH_PREFIX = "depth_model.model."
 
 # The DDPM schedule buffers of the original LatentDiffusion (ddpm.py, register_schedule).
 SCHEDULE_BUFFERS = (
@@ -42,7 +43,6 @@ IGNORED_KEYS = frozenset(
 )
 IGNORED_PREFIXES = (
     "first_stage_model.loss.",  # the autoencoder's training loss (LPIPS, discriminator) in some files
-    "depth_model.",  # MiDaS: needed only by depth2img, which reads it separately
 )
 
 
@@ -55,7 +55,8 @@ def text_encoder_prefix(config: ModelConfig) -> str:
 
 
 def original_to_ours(config: ModelConfig, keys: set[str] | None = None) -> tuple[dict[str, str], frozenset[str]]:
-    """(full original key -> our `StableDiffusion` state-dict key, text-encoder keys to ignore).
+    """(full original key -> our `StableDiffusion` state-dict key, keys of the networks to ignore:
+    text-encoder and MiDaS tensors that are never run).
 
     `keys` (the file's keys) picks between the two v1 text-encoder namings.
     """
@@ -68,7 +69,16 @@ def original_to_ours(config: ModelConfig, keys: set[str] | None = None) -> tuple
     else:
         text_table, text_ignored = openclip_text.original_to_ours(config.text_encoder), openclip_text.IGNORED
     table |= {prefix + k: "text_encoder." + v for k, v in text_table.items()}
-    return table, frozenset(prefix + k for k in text_ignored)
+    ignored = {prefix + k for k in text_ignored}
+    if config.depth_model is not None:
+        table |= {DEPTH_PREFIX + k: "depth_model." + v for k, v in midas.original_to_ours(config.depth_model).items()}
+        ignored |= {DEPTH_PREFIX + k for k in midas.IGNORED}
+    return table, frozenset(ignored)
+
+
+def has_depth_model(keys) -> bool:
+    """Whether a file carries MiDaS (a depth checkpoint may have been saved without it)."""
+    return any(k.startswith(DEPTH_PREFIX) for k in keys)
 
 
 def ema_key(original_unet_key: str) -> str:

@@ -52,9 +52,13 @@ def read_original(path: str | Path, variant: str | None = None, use_ema: bool = 
         # The original's LatentDiffusion(scale_by_std=True) keeps the latent scale it measured as a
         # buffer; when a file carries one, it is that model's scale, whatever the preset says.
         config = replace(config, scale_factor=scale_factor_of(tensors["scale_factor"], path))
+    if config.depth_model is not None and not layout.has_depth_model(tensors):
+        # A depth file without MiDaS's weights: it runs depth2img on a depth map the caller gives.
+        config = replace(config, depth_model=None)
+        log.info("%s: no MiDaS weights (%s*): depth2img will need a depth map", path.name, layout.DEPTH_PREFIX)
     log.info("%s: variant %s (%s)", path.name, variant, reason)
 
-    table, text_ignored = layout.original_to_ours(config, set(tensors))
+    table, ignored = layout.original_to_ours(config, set(tensors))
     ema_table = layout.ema_to_ours(config)
     has_ema = any(k in tensors for k in ema_table)
     if use_ema and not has_ema:
@@ -64,7 +68,7 @@ def read_original(path: str | Path, variant: str | None = None, use_ema: bool = 
     if has_ema:
         missing += [k for k in ema_table if k not in tensors]
     unexpected = [k for k in tensors if k not in table and k not in ema_table
-                  and k not in text_ignored and not layout.is_ignored(k)]
+                  and k not in ignored and not layout.is_ignored(k)]
     if missing or unexpected:
         parts = [f"missing {list_keys(sorted(missing))}"] if missing else []
         parts += [f"unexpected {list_keys(sorted(unexpected))}"] if unexpected else []

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the packages live at the repo root
 
 from checkpoints_convert import layout  # noqa: E402
-from checkpoints_convert.keymap import autoencoder, clip_text, openclip_text, unet  # noqa: E402
+from checkpoints_convert.keymap import autoencoder, clip_text, midas, openclip_text, unet  # noqa: E402
 from ldm.config import PRESETS, ModelConfig  # noqa: E402
 
 OUTPUT = ROOT / "docs" / "checkpoints.md"
@@ -100,6 +100,18 @@ def openclip_kinds(config: ModelConfig) -> list[BlockKind]:
     return [BlockKind("residual block", dict(openclip_text.BLOCK_RENAMES)), BlockKind("weight, bias", PARAMETERS)]
 
 
+def midas_kinds(config: ModelConfig) -> list[BlockKind]:
+    return [BlockKind("Bottleneck + shortcut", midas.BOTTLENECK | midas.BOTTLENECK_SHORTCUT),
+            BlockKind("Bottleneck", dict(midas.BOTTLENECK)), BlockKind("ViT block", dict(midas.VIT_BLOCK)),
+            BlockKind("weight, bias", PARAMETERS)]
+
+
+def midas_notes(config: ModelConfig) -> list[str]:
+    return ["A depth file may lack these keys altogether (then depth2img needs a depth map given to it); "
+            "a file with some of them and not others is refused. In every file, never run, set aside: "
+            + ", ".join(f"`{k}`" for k in sorted(midas.IGNORED)) + "."]
+
+
 def unet_notes(config: ModelConfig) -> list[str]:
     return ["The tables compare names only. The same name can hold another shape in another preset: v2's "
             "`proj_in` and `proj_out` are Linear layers where v1's are 1x1 convolutions, and the loader checks "
@@ -124,6 +136,10 @@ COMPONENTS = [
     Component("OpenCLIP ViT-H/14 text encoder (v2)", "v2", layout.OPENCLIP_PREFIX, "text_encoder.",
               "checkpoints_convert/keymap/openclip_text.py", lambda c: openclip_text.original_to_ours(c.text_encoder),
               openclip_kinds, lambda c: c.text_encoder.kind == "openclip"),
+    Component("MiDaS DPT-Hybrid (the depth model's depth estimator)", "v2-depth", layout.DEPTH_PREFIX,
+              "depth_model.", "checkpoints_convert/keymap/midas.py",
+              lambda c: midas.original_to_ours(c.depth_model), midas_kinds, lambda c: c.depth_model is not None,
+              midas_notes),
 ]
 
 
@@ -276,11 +292,11 @@ def render_layout() -> list[str]:
     prefixes: dict[str, set[str]] = {}
     for name, config in PRESETS.items():
         for original, ours in layout.original_to_ours(config)[0].items():
-            prefix = next(p for p in (layout.UNET_PREFIX, layout.VAE_PREFIX, layout.CLIP_PREFIX, layout.OPENCLIP_PREFIX)
-                          if original.startswith(p))
+            prefix = next(p for p in (layout.UNET_PREFIX, layout.VAE_PREFIX, layout.CLIP_PREFIX, layout.OPENCLIP_PREFIX,
+                                      layout.DEPTH_PREFIX) if original.startswith(p))
             prefixes.setdefault(prefix, set()).add(name)
     module = {layout.UNET_PREFIX: "unet.", layout.VAE_PREFIX: "vae.", layout.CLIP_PREFIX: "text_encoder.",
-              layout.OPENCLIP_PREFIX: "text_encoder."}
+              layout.OPENCLIP_PREFIX: "text_encoder.", layout.DEPTH_PREFIX: "depth_model."}
     rows = [(f"`{p}`", f"`{module[p]}`", ", ".join(sorted(prefixes[p]))) for p in prefixes]
     original_key, our_key = next(iter(layout.ema_to_ours(PRESETS["v1"]).items()))
     text_ignored = sorted(set(layout.original_to_ours(PRESETS["v1"], {layout.CLIP_PREFIX + "text_model.x"})[1])
@@ -288,7 +304,8 @@ def render_layout() -> list[str]:
     counts = []
     for name, config in PRESETS.items():
         table = layout.original_to_ours(config)[0]
-        per = [sum(1 for v in table.values() if v.startswith(m)) for m in ("unet.", "vae.", "text_encoder.")]
+        per = [sum(1 for v in table.values() if v.startswith(m)) for m in ("unet.", "vae.", "text_encoder.",
+                                                                            "depth_model.")]
         counts.append((f"`{name}`", *(str(n) for n in per), str(len(table))))
     lines = ["## The file layout", "",
              "From [checkpoints_convert/layout.py](../checkpoints_convert/layout.py). An original file is the "
@@ -305,9 +322,10 @@ def render_layout() -> list[str]:
               "- the x4 upscaler's own schedule: " + ", ".join(f"`low_scale_model.{k}`" for k in low_scale),
               "- " + ", ".join(f"`{k}`" for k in other),
               "- everything under " + ", ".join(f"`{p}`" for p in layout.IGNORED_PREFIXES),
-              "- in the text encoder: " + ", ".join(f"`{k}`" for k in text_ignored)]
+              "- in the text encoder: " + ", ".join(f"`{k}`" for k in text_ignored),
+              f"- in MiDaS (`{layout.DEPTH_PREFIX}`), never run: " + ", ".join(f"`{k}`" for k in sorted(midas.IGNORED))]
     lines += ["", "Keys mapped, per preset:", ""]
-    lines += markdown_table(("preset", "unet", "vae", "text_encoder", "total"), counts)
+    lines += markdown_table(("preset", "unet", "vae", "text_encoder", "depth_model", "total"), counts)
     return lines + [""]
 
 

@@ -100,6 +100,30 @@ class NoiseAugmentationConfig:
 
 
 @dataclass(frozen=True)
+class MiDaSConfig:
+    """MiDaS v3 DPT-Hybrid (Ranftl et al. 2021, "Vision Transformers for Dense Prediction"), the
+    monocular depth estimator the SD 2 depth model carries as `depth_model` (v2-midas-inference.yaml:
+    MiDaSInference(model_type="dpt_hybrid") -> DPTDepthModel(backbone="vitb_rn50_384")): a ResNet-50
+    v2 stem, ViT-B/16 over its features, four reassembled feature maps fused from coarse to fine."""
+
+    resnet_layers: tuple[int, ...] = (3, 4, 9)  # Bottleneck blocks per stage; stage widths 256, 512, 1024
+    stem_width: int = 64
+    # Weight standardisation's eps (Qiao et al. 2019): timm >= 0.4.12 divides by sqrt(var + 1e-8),
+    # the form the reference (timm 0.6.13) computes; timm 0.4.5, which the weights were trained
+    # with, divided by (std + 1e-5), about 1e-4 relative away (docs/math.md, "Depth").
+    std_conv_eps: float = 1e-8
+    norm_groups: int = 32
+    image_size: int = 384  # the size the position embedding was trained at (24 x 24 patches)
+    patch_size: int = 16
+    width: int = 768
+    layers: int = 12
+    heads: int = 12
+    mlp_ratio: int = 4
+    hooks: tuple[int, int] = (8, 11)  # the blocks whose tokens become the two coarsest feature maps
+    features: int = 256  # the width of the fusion path
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """One Stable Diffusion variant: its networks, schedule, what the UNet predicts, latent scale."""
 
@@ -117,6 +141,7 @@ class ModelConfig:
     # map), LatentUpscaleDiffusion (upscale: the latent and the low-resolution image).
     task: Literal["txt2img", "inpaint", "depth2img", "upscale"] = "txt2img"
     noise_augmentation: NoiseAugmentationConfig | None = None  # the upscaler's low-resolution input
+    depth_model: MiDaSConfig | None = None  # the depth model's MiDaS (its depth2img estimates depth with it)
 
     @property
     def latent_channels(self) -> int:
@@ -145,7 +170,8 @@ V2_INPAINTING = ModelConfig(
     "v2-inpainting", replace(V2_UNET, in_channels=9), F8_AUTOENCODER, OPENCLIP_VIT_H_TEXT, task="inpaint"
 )
 V2_DEPTH = ModelConfig(
-    "v2-depth", replace(V2_UNET, in_channels=5), F8_AUTOENCODER, OPENCLIP_VIT_H_TEXT, task="depth2img"
+    "v2-depth", replace(V2_UNET, in_channels=5), F8_AUTOENCODER, OPENCLIP_VIT_H_TEXT, task="depth2img",
+    depth_model=MiDaSConfig(),
 )
 X4_UPSCALER = ModelConfig(
     "x4-upscaler",

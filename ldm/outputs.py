@@ -18,6 +18,7 @@ from checkpoints_convert.save import new_partial
 
 SAMPLE_PATTERN, SAMPLE_DIGITS = "{n:0{width}d}.png", 5
 GRID_PATTERN, GRID_DIGITS = "grid-{n:0{width}d}.png", 4
+DEPTH_PATTERN = "depth-{n:0{width}d}.png"  # depth2img's depth map, beside the grid
 
 
 def save_sample(image: Image.Image, outdir: str | Path, parameters: str | None = None) -> Path:
@@ -35,6 +36,13 @@ def save_grid(images: list[Image.Image], outdir: str | Path, columns: int) -> Pa
     folder = Path(outdir)
     folder.mkdir(parents=True, exist_ok=True)
     return save_png(make_grid(images, columns), folder, GRID_PATTERN, GRID_DIGITS, None)
+
+
+def save_depth(image: Image.Image, outdir: str | Path) -> Path:
+    """OUTDIR/depth-<next number>.png: the depth map a depth2img run was conditioned on."""
+    folder = Path(outdir)
+    folder.mkdir(parents=True, exist_ok=True)
+    return save_png(image, folder, DEPTH_PATTERN, GRID_DIGITS, None)
 
 
 def save_png(image: Image.Image, folder: Path, pattern: str, digits: int, parameters: str | None) -> Path:

@@ -28,9 +28,11 @@ from tokenizer import CLIPTokenizer
 from .config import PRESETS, ModelConfig
 from .modules.autoencoder import AutoencoderKL
 from .modules.clip_text import CLIPTextEncoder
+from .modules.midas import MiDaS
 from .modules.openclip_text import OpenCLIPTextEncoder
 from .modules.unet import UNet
 from .outputs import file_hash
+from .tasks.depth2img import depth2img, estimate_depth
 from .tasks.img2img import img2img
 from .tasks.inpaint import inpaint
 from .tasks.upscale import upscale
@@ -66,7 +68,8 @@ def resolve_dtype(device: torch.device, dtype: torch.dtype | str | None) -> torc
 
 
 class StableDiffusion(nn.Module):
-    """One Stable Diffusion model. Its state dict holds `unet.*`, `vae.*` and `text_encoder.*`."""
+    """One Stable Diffusion model. Its state dict holds `unet.*`, `vae.*` and `text_encoder.*`, and
+    for the depth model `depth_model.*` (MiDaS) when its file carries it."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -76,6 +79,7 @@ class StableDiffusion(nn.Module):
         self.vae = AutoencoderKL(config.autoencoder)
         encoder_class = CLIPTextEncoder if config.text_encoder.kind == "clip" else OpenCLIPTextEncoder
         self.text_encoder = encoder_class(config.text_encoder)
+        self.depth_model = MiDaS(config.depth_model) if config.depth_model is not None else None
         s = config.schedule
         self.schedule = NoiseSchedule.linear(s.num_timesteps, s.linear_start, s.linear_end)
         self.source: Path | None = None  # the file or folder the weights came from
@@ -148,6 +152,8 @@ class StableDiffusion(nn.Module):
     txt2img = txt2img
     img2img = img2img
     inpaint = inpaint
+    depth2img = depth2img
+    estimate_depth = estimate_depth
     upscale = upscale
 
     def _set_config(self, config: ModelConfig) -> None:

@@ -42,12 +42,17 @@ def sample_ddim(model: Model, x_T: torch.Tensor, schedule: NoiseSchedule, steps:
     generator: draws the eta > 0 noise, one N(0, I) per step, on the CPU (same on every device);
         a list gives each batch element its own generator (so an image does not depend on its batch).
     x_0, t_enc: img2img, as the original scripts/img2img.py: x_0 noised with x_T to DDIM step t_enc
-        (noise_to_step), then the last t_enc steps (the original's `decode`).
+        (noise_to_step), then the last t_enc steps (the original's `decode`). t_enc without x_0:
+        those steps from x_T itself (depth2img at strength 1.0).
     """
     coefficients = DDIMCoefficients.make(schedule, steps, eta)
     count, x = len(coefficients.timesteps), x_T
     if x_0 is not None:
         count, x = t_enc, noise_to_step(x_0, x_T, schedule, steps, t_enc)
+    elif t_enc is not None:
+        # From x_T itself, the last t_enc steps: the depth2img script's start at strength 1.0
+        # (do_full_sample: pure noise, with t_enc capped at steps - 1, so one step fewer).
+        count = t_enc
     batch = x.shape[0]
     for i, index in enumerate(tqdm(reversed(range(count)), total=count, desc="DDIM", disable=not progress)):
         t = int(coefficients.timesteps[index])

@@ -13,7 +13,7 @@ from ..tasks.common import ArgumentError
 # The flag that carries each task argument (the original scripts' names).
 FLAGS = {"steps": "--ddim_steps", "guidance_scale": "--scale", "eta": "--ddim_eta", "seed": "--seed",
          "sampler": "--sampler", "karras": "--karras", "height": "--H", "width": "--W", "strength": "--strength",
-         "n": "--n_samples", "noise_level": "--noise_level"}
+         "n": "--n_samples", "noise_level": "--noise_level", "tile": "--tile"}
 
 
 class UsageError(Exception):

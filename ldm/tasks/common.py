@@ -22,6 +22,7 @@ from PIL import Image
 from samplers import SAMPLERS, default_of, guided, min_steps_of, options_of
 
 from ..outputs import parameters_text
+from .tiles import tiled
 
 if TYPE_CHECKING:
     from ..pipeline import StableDiffusion
@@ -52,10 +53,11 @@ class ArgumentError(ValueError):
 # -- checks, before any work ------------------------------------------------------------------------
 
 # The model each task runs (ModelConfig.task), for the message that refuses another.
-MODELS_FOR = {"txt2img": "txt2img", "img2img": "txt2img", "inpaint": "inpaint", "upscale": "upscale"}
+MODELS_FOR = {"txt2img": "txt2img", "img2img": "txt2img", "inpaint": "inpaint", "depth2img": "depth2img",
+              "upscale": "upscale"}
 MODEL_NAMES = {"txt2img": "a text-to-image model (v1, v2, v2-v or the demo model)",
                "inpaint": "an inpainting model (v1-inpainting, v2-inpainting)",
-               "upscale": "the x4 upscaler (x4-upscaler)"}
+               "depth2img": "the depth model (v2-depth)", "upscale": "the x4 upscaler (x4-upscaler)"}
 
 
 def check_model(sd: StableDiffusion, task: str) -> None:
@@ -188,7 +190,8 @@ def run_sampler(sd: StableDiffusion, x_T: torch.Tensor, cond: torch.Tensor, unco
                 sampler: str, steps: int, guidance_scale: float, eta: float | None, karras: bool,
                 generators: list[torch.Generator], callback: Callable | None, progress: bool,
                 x_0: torch.Tensor | None = None, t_enc: int | None = None,
-                concat: torch.Tensor | None = None, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+                concat: torch.Tensor | None = None, class_labels: torch.Tensor | None = None,
+                tile: int | None = None) -> torch.Tensor:
     """The named sampler over the guided UNet, from the unit-variance draw x_T (and img2img's x_0,
     t_enc). Options the sampler does not take (check_sampling has refused any value other than
     their default) are not passed, nor is eta None (the sampler's own default).
@@ -196,12 +199,15 @@ def run_sampler(sd: StableDiffusion, x_T: torch.Tensor, cond: torch.Tensor, unco
     concat [B, C', h, w]: what the UNet takes beside the latent (the original's c_concat, with
     conditioning_key "hybrid"), joined to x_t on the channels at every call, in both branches of
     guidance (the original's unconditional conditioning carries the same c_concat). class_labels
-    [B]: the UNet's class label (the original's c_adm: the upscaler's noise level), likewise in both."""
+    [B]: the UNet's class label (the original's c_adm: the upscaler's noise level), likewise in both.
+    tile: the UNet run on overlapping windows of that many latent pixels, their outputs blended at
+    every step (tiles.py); None: whole."""
     def unet(x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         copies = x_t.shape[0] // x_T.shape[0]  # 2 in guidance's batch [uncond, cond]
         if concat is not None:
             x_t = torch.cat([x_t, concat.repeat(copies, 1, 1, 1)], dim=1)
-        return sd.unet(x_t, t, context, None if class_labels is None else class_labels.repeat(copies))
+        labels = None if class_labels is None else class_labels.repeat(copies)
+        return tiled(lambda window: sd.unet(window, t, context, labels), x_t, tile)
 
     model = guided(unet, cond, uncond, guidance_scale)
     sample = SAMPLERS[sampler]
@@ -221,16 +227,20 @@ def effective_eta(sampler: str, eta: float | None) -> float | None:
 
 
 def finish(sd: StableDiffusion, z: torch.Tensor, output: str, *, prompts: list[str], seeds: list[int],
-           crop: tuple[int, int] | None = None, **fields):
+           crop: tuple[int, int] | None = None, tile: int | None = None, progress: bool = False, **fields):
     """z_0 (scaled latent) -> what `output` asks for: the latent itself, images [B, 3, H, W] in
     [0, 1] ("tensor"), or PIL images, each with its seed and its `parameters` text (the PNG chunk
     the command line writes, ldm/outputs.py) in `image.info`, so that an image made with
     seed=None can be reproduced and saved as the command line saves it. `fields`: the
     task's settings for parameters_text (negative_prompt, steps, sampler, ...). crop (height, width):
-    the decoded images' top-left part to keep (a task that padded its input)."""
+    the decoded images' top-left part to keep (a task that padded its input). tile: the decoder run
+    on overlapping windows of that many latent pixels, blended (tiles.py), with a progress bar over
+    them when `progress`; None: whole."""
     if output == "latent":
         return z
-    images = ((sd.vae.decode(z / sd.config.scale_factor).float() + 1) / 2).clamp(0, 1)
+    decoded = tiled(sd.vae.decode, z / sd.config.scale_factor, tile, scale=sd.config.autoencoder.downsampling_factor,
+                    progress="VAE tiles" if progress else None)
+    images = ((decoded.float() + 1) / 2).clamp(0, 1)
     if crop is not None:
         images = images[:, :, : crop[0], : crop[1]]
     if output == "tensor":

@@ -11,6 +11,11 @@ drives LatentUpscaleDiffusion:
 An input that is not a multiple of what the UNet needs is padded with its edge pixels (the
 original's pad_image) and the output cropped back to 4x the input (output="latent" gives the
 padded latent).
+
+Tiling (tile=N, or "auto" for inputs too large to run whole): the UNet runs on overlapping N x N
+windows of the latent at every step and the decoder on overlapping windows of the final latent,
+blended as MultiDiffusion blends them (tiles.py); the random draws are the whole image's, so a
+tile no smaller than the input is the untiled run bit for bit.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from samplers import NoiseSchedule
 from .common import (ArgumentError, check_model, check_output, check_sampling, effective_eta, finish,
                      generators_for, guidance_contexts, image_to_tensor, initial_noise, prompts_for, run_sampler,
                      seeds_for)
+from .tiles import AUTO_TILE, AUTO_WHOLE_PIXELS
 
 if TYPE_CHECKING:
     from ..pipeline import StableDiffusion
@@ -43,27 +49,47 @@ def noise_augmented(x_low: torch.Tensor, noise_level: int, schedule: NoiseSchedu
     return a.sqrt().float().to(x_low) * x_low + (1 - a).sqrt().float().to(x_low) * noise
 
 
+def check_tile(tile, multiple: int) -> None:
+    if tile is None or tile == "auto":
+        return
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 2 * multiple or tile % multiple:
+        raise ArgumentError("tile", tile, f"must be None, 'auto' or a multiple of {multiple} of at least "
+                                          f"{2 * multiple} (the side of a tile, in input pixels)")
+
+
+def tile_for(tile, height: int, width: int) -> int | None:
+    """The tile side a run uses: tile="auto" runs inputs of up to AUTO_WHOLE_PIXELS whole and tiles
+    larger ones in AUTO_TILE windows; an int is that size; None is whole."""
+    if tile == "auto":
+        return None if height * width <= AUTO_WHOLE_PIXELS else AUTO_TILE
+    return tile
+
+
 @torch.no_grad()
 def upscale(sd: StableDiffusion, image, prompt: str | Sequence[str], *, noise_level: int = 20,
             negative_prompt: str = "", steps: int = 50, sampler: str = "ddim", guidance_scale: float = 9.0,
             eta: float | None = None, karras: bool = False, seed: int | None = None, n: int = 1,
             x_T: torch.Tensor | None = None, augmentation_noise: torch.Tensor | None = None, output: str = "pil",
-            callback: Callable | None = None, progress: bool = True):
+            callback: Callable | None = None, progress: bool = True, tile: int | str | None = "auto"):
     """4x the image (PIL, or [B, 3, h, w] in [-1, 1]). noise_level: how much noise the low-resolution
     image gets before the model sees it (0..350; more lets the model invent more detail).
-    augmentation_noise [B, 3, h, w]: that noise instead of the seeded draw. The rest as txt2img's."""
+    augmentation_noise [B, 3, h, w]: that noise instead of the seeded draw. tile: None runs the
+    whole image at once; N runs the UNet and the decoder on overlapping N x N windows of the input's
+    size (a multiple of the UNet's 8), blended; "auto" tiles (in 192s) only inputs of more than
+    256 x 256 pixels. The rest as txt2img's."""
     check_model(sd, "upscale")
     augmentation = sd.config.noise_augmentation
     check_noise_level(noise_level, augmentation.max_noise_level)
     check_sampling(sampler=sampler, steps=steps, guidance_scale=guidance_scale, eta=eta, karras=karras)
     check_output(output)
+    multiple = sd.unet.downsampling_factor  # the latent is at the input's size
+    check_tile(tile, multiple)
     images = image_to_tensor(image, 1)
     prompts = prompts_for(prompt, n if images.shape[0] == 1 else images.shape[0])
     batch = len(prompts)
     if images.shape[0] not in (1, batch):
         raise ValueError(f"{images.shape[0]} images for {batch} prompts; give one image or one per prompt")
     height, width = images.shape[2:]
-    multiple = sd.unet.downsampling_factor  # the latent is at the input's size
     pad_h, pad_w = -height % multiple, -width % multiple
     x_low = F.pad(images, (0, pad_w, 0, pad_h), mode="replicate").expand(batch, -1, -1, -1).to(sd.device, sd.dtype)
     latent_shape = (sd.config.latent_channels, *x_low.shape[2:])
@@ -89,8 +115,9 @@ def upscale(sd: StableDiffusion, image, prompt: str | Sequence[str], *, noise_le
     cond, uncond = guidance_contexts(sd, prompts, negative_prompt, guidance_scale)
     z = run_sampler(sd, x_T, cond, uncond, sampler=sampler, steps=steps, guidance_scale=guidance_scale, eta=eta,
                     karras=karras, generators=generators, callback=callback, progress=progress, concat=x_aug,
-                    class_labels=labels)
+                    class_labels=labels, tile=tile_for(tile, *x_low.shape[2:]))
     f = sd.config.autoencoder.downsampling_factor
     return finish(sd, z, output, prompts=prompts, seeds=seeds, crop=(height * f, width * f),
+                  tile=tile_for(tile, *x_low.shape[2:]), progress=progress,
                   negative_prompt=negative_prompt, steps=steps, sampler=sampler, karras=karras,
                   guidance_scale=guidance_scale, eta=effective_eta(sampler, eta))

@@ -11,17 +11,24 @@ from PIL import Image
 
 from ldm.config import PRESETS
 from ldm.pipeline import StableDiffusion
+from ldm.tasks.depth2img import depth2img
 from ldm.tasks.img2img import img2img
+from ldm.tasks.inpaint import inpaint
 from ldm.tasks.txt2img import txt2img
+from ldm.tasks.upscale import upscale
 
 
 def test_task_arguments_after_the_prompt_are_keyword_only():
-    for task, leading in ((txt2img, ["sd", "prompt"]), (img2img, ["sd", "image", "prompt"])):
+    for task, leading in ((txt2img, ["sd", "prompt"]), (img2img, ["sd", "image", "prompt"]),
+                          (inpaint, ["sd", "image", "mask", "prompt"]), (depth2img, ["sd", "image", "prompt"]),
+                          (upscale, ["sd", "image", "prompt"])):
         parameters = list(inspect.signature(task).parameters.values())
         assert [p.name for p in parameters[: len(leading)]] == leading
         assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters[len(leading):]), task.__name__
     # The methods are the task functions themselves: one signature, nothing forwarded by position.
     assert StableDiffusion.txt2img is txt2img and StableDiffusion.img2img is img2img
+    assert StableDiffusion.inpaint is inpaint and StableDiffusion.depth2img is depth2img
+    assert StableDiffusion.upscale is upscale
 
 
 @pytest.mark.parametrize("variant, served_by, inputs", [

@@ -1,6 +1,7 @@
-"""upscale (untiled): against the ORIGINAL LatentUpscaleDiffusion driven as the v2 repository's
+"""upscale: untiled, against the ORIGINAL LatentUpscaleDiffusion driven as the v2 repository's
 scripts/gradio/superresolution.py drives it, end to end through a checkpoint in the original
-layout; padding to the UNet's multiple and cropping back; bad arguments named."""
+layout; tiled, equal to the untiled run when one tile holds the input and made of the windows
+asked for otherwise; padding to the UNet's multiple and cropping back; bad arguments named."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from PIL import Image
 
 from ldm.config import DEMO, PRESETS, NoiseAugmentationConfig
 from ldm.pipeline import StableDiffusion
+from ldm.tasks.tiles import AUTO_TILE
+from ldm.tasks.upscale import tile_for
 from tests.checkpoints_convert.test_save_original import saved_and_loaded_back
 from tests.reference.original_configs import FIRST_STAGE_PARAMS as FIRST_STAGE
 from tests.reference.original_configs import UNET_PARAMS as ORIGINAL_UNET_PARAMS
@@ -99,11 +102,48 @@ def test_the_noise_level_and_the_augmentation_noise_reach_the_model(tiny_upscale
     assert not torch.allclose(given[0], given[1])
 
 
+def test_one_tile_holding_the_input_is_the_untiled_run_bit_for_bit(tiny_upscaler):
+    image = torch.rand(1, 3, 24, 20, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    runs = [tiny_upscaler.upscale(image, "a cat", steps=2, seed=1, eta=0.5, output="tensor", progress=False,
+                                  tile=tile) for tile in (None, 24, 64, "auto")]
+    assert runs[0].shape == (1, 3, 96, 80)
+    for run in runs[1:]:
+        assert torch.equal(run, runs[0])
+
+
+def test_a_tiled_run_evaluates_the_unet_and_the_decoder_on_the_windows(tiny_upscaler, monkeypatch):
+    """A 24x20 input in 8-pixel tiles (overlap 2): 4 x 3 windows for the UNet at each step (both
+    guidance branches in one batch) and for the decoder; the images differ from the untiled run's,
+    the shape does not."""
+    image = torch.rand(1, 3, 24, 20, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    seen = {"unet": [], "decoder": []}
+    unet, decode = type(tiny_upscaler.unet).forward, type(tiny_upscaler.vae).decode
+    monkeypatch.setattr(type(tiny_upscaler.unet), "forward",
+                        lambda self, x, *a: seen["unet"].append(tuple(x.shape)) or unet(self, x, *a))
+    monkeypatch.setattr(type(tiny_upscaler.vae), "decode",
+                        lambda self, z: seen["decoder"].append(tuple(z.shape)) or decode(self, z))
+    tiled = tiny_upscaler.upscale(image, "a cat", steps=2, seed=1, output="tensor", progress=False, tile=8)
+    assert seen["unet"] == [(2, 7, 8, 8)] * (2 * 4 * 3) and seen["decoder"] == [(1, 4, 8, 8)] * (4 * 3)
+    whole = tiny_upscaler.upscale(image, "a cat", steps=2, seed=1, output="tensor", progress=False, tile=None)
+    assert tiled.shape == whole.shape == (1, 3, 96, 80)
+    assert torch.isfinite(tiled).all() and not torch.allclose(tiled, whole, atol=1e-3)
+
+
+def test_auto_runs_inputs_up_to_256x256_whole_and_tiles_larger_ones():
+    assert tile_for("auto", 256, 256) is None and tile_for("auto", 128, 512) is None
+    assert tile_for("auto", 264, 256) == AUTO_TILE == 192 and tile_for("auto", 512, 512) == 192
+    assert tile_for(None, 2048, 2048) is None and tile_for(64, 32, 32) == 64
+
+
 @pytest.mark.parametrize("kwargs, words", [
     ({"noise_level": 351}, r"noise_level=351: must be an int in 0..350"),
     ({"noise_level": -1}, r"noise_level=-1: must be an int in 0..350"),
     ({"augmentation_noise": torch.zeros(1, 3, 8, 8)}, r"augmentation_noise must have shape \[1, 3, 16, 16\]"),
     ({"x_T": torch.zeros(1, 4, 8, 8)}, r"x_T must have shape \[1, 4, 16, 16\]"),
+    ({"tile": 6}, r"tile=6: must be None, 'auto' or a multiple of 4 of at least 8"),
+    ({"tile": 4}, r"tile=4: must be None, 'auto' or a multiple of 4 of at least 8"),
+    ({"tile": "big"}, r"tile='big': must be None, 'auto' or a multiple of 4"),
+    ({"tile": True}, r"tile=True: must be None, 'auto' or a multiple of 4"),
 ])
 def test_bad_arguments_are_named(tiny_upscaler, kwargs, words):
     with pytest.raises(ValueError, match=words):
@@ -115,9 +155,9 @@ def test_other_models_are_refused_by_upscale(tiny_sd):
         tiny_sd.upscale(Image.new("RGB", (16, 16)), "a cat", progress=False)
 
 
-def test_the_command_line_upscales_with_an_upscaler_checkpoint(tiny_upscaler, tmp_path, monkeypatch):
-    """A demo-sized upscaler registered as a preset before the command line's main (the command's
-    own wiring is what is tested, not a full-size model)."""
+def upscale_command(tiny_upscaler, tmp_path, monkeypatch, *flags) -> subprocess.CompletedProcess:
+    """`python -m ldm upscale` on a demo-sized upscaler registered as a preset before the command
+    line's main (the command's own wiring is what is tested, not a full-size model)."""
     monkeypatch.setitem(PRESETS, "demo-upscaler", tiny_upscaler.config)
     path = tiny_upscaler.save_checkpoint(tmp_path / "tiny-upscaler.safetensors")
     Image.new("RGB", (12, 8), (10, 200, 10)).save(tmp_path / "small.png")
@@ -126,9 +166,23 @@ def test_the_command_line_upscales_with_an_upscaler_checkpoint(tiny_upscaler, tm
               "unet=replace(DEMO.unet, in_channels=7, num_classes=1000), task='upscale', "
               "noise_augmentation=NoiseAugmentationConfig()); from ldm.cli import main; sys.exit(main(sys.argv[1:]))")
     args = ["upscale", "--init-img", "small.png", "--ckpt", str(path), "--variant", "demo-upscaler",
-            "--noise_level", "30", "--ddim_steps", "2", "--skip_grid", "--no-progress", "--outdir", "out"]
+            "--ddim_steps", "2", "--skip_grid", "--no-progress", "--outdir", "out", *flags]
     root = Path(__file__).resolve().parents[2]
-    result = subprocess.run([sys.executable, "-c", script, *args], cwd=tmp_path, capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(root)}, timeout=600)
+    return subprocess.run([sys.executable, "-c", script, *args], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(root)}, timeout=600)
+
+
+def test_the_command_line_upscales_with_an_upscaler_checkpoint(tiny_upscaler, tmp_path, monkeypatch):
+    result = upscale_command(tiny_upscaler, tmp_path, monkeypatch, "--noise_level", "30", "--tile", "8")
     assert result.returncode == 0, result.stderr
     assert Image.open(tmp_path / "out" / "samples" / "00000.png").size == (48, 32)
+
+
+@pytest.mark.parametrize("flag, words", [
+    ("6", "--tile 6: must be None, 'auto' or a multiple of 4 of at least 8"),
+    ("big", "argument --tile: 'big' is not 'auto', 'none' or a number of pixels"),
+])
+def test_a_bad_tile_flag_gets_one_line(tiny_upscaler, tmp_path, monkeypatch, flag, words):
+    result = upscale_command(tiny_upscaler, tmp_path, monkeypatch, "--tile", flag)
+    assert result.returncode == 2
+    assert words in result.stderr and not (tmp_path / "out" / "samples").exists()

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .wheels import K_DIFFUSION, OPEN_CLIP_FOR_SD, SD_ORIGINAL, unpacked_wheel
+from .wheels import K_DIFFUSION, OPEN_CLIP_FOR_SD, OPENCV, SD_ORIGINAL, TIMM_FOR_MIDAS, unpacked_wheel
 
 RUNNER = Path(__file__).with_name("run_original.py")
 
@@ -41,6 +41,9 @@ def run_original(component: str, params: dict, inputs: dict[str, torch.Tensor], 
         }
         if component == "sampling":
             job["k_diffusion_root"] = str(unpacked_wheel(*K_DIFFUSION))
+        if "depth2img" in params:  # the depth model's MiDaS: timm and OpenCV (run_midas.py)
+            job["timm_root"], job["opencv_root"] = (str(unpacked_wheel(*TIMM_FOR_MIDAS)),
+                                                    str(unpacked_wheel(*OPENCV)))
         (tmp / "job.json").write_text(json.dumps(job))
         env = {**os.environ, "PYTHONPATH": str(root)}
         result = subprocess.run([sys.executable, str(RUNNER), str(tmp / "job.json")],

@@ -1,4 +1,4 @@
-"""The v2 repository's demo pipelines beyond txt2img (inpainting, the x4 upscaler), for
+"""The v2 repository's demo pipelines beyond txt2img (inpainting, the x4 upscaler, depth2img), for
 run_original.py's "load_saved" job (it runs in the subprocess whose `ldm` is the ORIGINAL one; it
 must never import this project's packages). The gradio scripts are not in the wheel (only the
 `ldm` package is); their steps are followed here, on tensors, on the wheel's model classes.
@@ -77,3 +77,50 @@ def run_upscale(model, run: dict, inputs: dict, encode) -> dict:
                                            unconditional_conditioning=uc_full, x_T=inputs["upscale_x_T"])
     images = torch.clamp((model.decode_first_stage(samples) + 1.0) / 2.0, min=0.0, max=1.0)
     return {"upscale_latent": samples, "upscale_image": images}
+
+
+def run_depth2img(model, run: dict, inputs: dict, encode) -> dict:
+    """scripts/gradio/depth2img.py's make_batch_sd and paint(), on tensors: the image in [-1, 1]
+    through AddMiDaS (OpenCV) and the model's MiDaS, the depth bicubic to the latent and normalised
+    per image without an epsilon, c_concat = [that] in both conditionings; z = the image's
+    first-stage encoding (its posterior draw handed in as `depth_posterior_noise`); below strength
+    1.0 stochastic_encode to t_enc = min(int(strength * steps), steps - 1) with `depth_x_T` as its
+    noise, at 1.0 `depth_x_T` itself; the original DDIMSampler's decode over t_enc steps; for each
+    of run["strengths"]."""
+    from ldm.data.util import AddMiDaS
+    from ldm.models.diffusion.ddim import DDIMSampler
+    from ldm.modules.distributions.distributions import DiagonalGaussianDistribution
+
+    image = inputs["depth_image"]  # [1, 3, H, W] in [-1, 1]
+    x_T = inputs["depth_x_T"]
+    n = x_T.shape[0]
+    midas_in = AddMiDaS(model_type="dpt_hybrid")({"jpg": image[0].permute(1, 2, 0)})["midas_in"]
+    batch = {"jpg": image.repeat(n, 1, 1, 1), "midas_in": torch.from_numpy(midas_in)[None].repeat(n, 1, 1, 1)}
+    sample = DiagonalGaussianDistribution.sample
+    DiagonalGaussianDistribution.sample = lambda self: self.mean + self.std * inputs["depth_posterior_noise"]
+    try:
+        z = model.get_first_stage_encoding(model.encode_first_stage(batch["jpg"]))
+    finally:
+        DiagonalGaussianDistribution.sample = sample
+    c, uc_cross = encode(inputs["prompt_tokens"]), encode(inputs["negative_tokens"])
+    depth = model.depth_model(batch["midas_in"])
+    cc = torch.nn.functional.interpolate(depth, size=z.shape[2:], mode="bicubic", align_corners=False)
+    low = torch.amin(cc, dim=[1, 2, 3], keepdim=True)
+    high = torch.amax(cc, dim=[1, 2, 3], keepdim=True)
+    cc = 2.0 * (cc - low) / (high - low) - 1.0
+    cond = {"c_concat": [cc], "c_crossattn": [c]}
+    uc_full = {"c_concat": [cc], "c_crossattn": [uc_cross]}
+    sampler = DDIMSampler(model)
+    sampler.make_schedule(run["steps"], ddim_eta=run["eta"], verbose=False)
+    outputs = {"depth_map": depth}
+    for strength in run["strengths"]:
+        t_enc = min(int(strength * run["steps"]), run["steps"] - 1)
+        if strength == 1.0:  # do_full_sample
+            z_enc = x_T
+        else:
+            z_enc = sampler.stochastic_encode(z, torch.tensor([t_enc] * n), noise=x_T)
+        samples = sampler.decode(z_enc, cond, t_enc, unconditional_guidance_scale=run["scale"],
+                                 unconditional_conditioning=uc_full)
+        images = torch.clamp((model.decode_first_stage(samples) + 1.0) / 2.0, min=0.0, max=1.0)
+        outputs |= {f"depth2img_latent_{strength}": samples, f"depth2img_image_{strength}": images}
+    return outputs

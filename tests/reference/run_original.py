@@ -316,6 +316,17 @@ def load_saved(job: dict, inputs: dict) -> dict:
         from ldm.models.diffusion.ddpm import LatentInpaintDiffusion as model_class
 
         extra = {"conditioning_key": "hybrid", "finetune_keys": None}
+    if "depth2img" in params:  # v2-midas-inference.yaml: LatentDepth2ImageDiffusion, hybrid, MiDaS DPT-Hybrid
+        from run_midas import stand_in_for_torchvision
+
+        sys.path[1:1] = [job["timm_root"], job["opencv_root"]]
+        stand_in_for_torchvision()
+        import ldm.modules.midas.api as midas_api
+        from ldm.models.diffusion.ddpm import LatentDepth2ImageDiffusion as model_class
+
+        midas_api.ISL_PATHS["dpt_hybrid"] = None  # else it torch.loads midas_models/*.pt when built
+        extra = {"conditioning_key": "hybrid", "finetune_keys": None, "depth_stage_config": {
+            "target": "ldm.modules.midas.api.MiDaSInference", "params": {"model_type": "dpt_hybrid"}}}
     if "upscale" in params:  # x4-upscaling.yaml: LatentUpscaleDiffusion, hybrid-adm, its noise augmentation
         from ldm.models.diffusion.ddpm import LatentUpscaleDiffusion as model_class
 
@@ -353,7 +364,7 @@ def load_saved(job: dict, inputs: dict) -> dict:
         outputs = {
             # (an inpainting model's apply_model wants c_concat too: its UNet is called directly)
             "unet": (model.apply_model(inputs["x"], inputs["t"], inputs["context"])
-                     if "inpaint" not in params and "upscale" not in params
+                     if not {"inpaint", "upscale", "depth2img"} & set(params)
                      else model.model.diffusion_model(inputs["x"], inputs["t"], context=inputs["context"],
                                                       y=inputs.get("y"))),
             "decoded": model.decode_first_stage(inputs["z"]),  # divides by the scale factor first
@@ -363,6 +374,10 @@ def load_saved(job: dict, inputs: dict) -> dict:
             from original_tasks import run_inpaint
 
             outputs |= run_inpaint(model, params["inpaint"], inputs, encode)
+        if "depth2img" in params:  # the v2 repository's scripts/gradio/depth2img.py, from token ids on
+            from original_tasks import run_depth2img
+
+            outputs |= run_depth2img(model, params["depth2img"], inputs, encode)
         if "upscale" in params:  # the v2 repository's scripts/gradio/superresolution.py, from token ids on
             from original_tasks import run_upscale
 

@@ -22,6 +22,14 @@ OPEN_CLIP_FOR_SD = ("open_clip_torch", "2.0.2")
 SD_ORIGINAL = ("stable-diffusion-sdkit", "2.1.5")  # the Stability/CompVis `ldm` package
 # Katherine Crowson's k-diffusion: the samplers AUTOMATIC1111 and ComfyUI run (sampling.py, external.py)
 K_DIFFUSION = ("k-diffusion", "0.1.1.post1")
+# What the original MiDaS (ldm/modules/midas) builds its DPT-Hybrid from: timm's vit_base_resnet50_384.
+# Stability pins no timm; MiDaS v3.1 pins 0.6.12, which no longer imports on Python 3.11 (a dataclass
+# default in maxxvit.py); 0.6.13 fixes only that. (DPT's weights were trained under timm 0.4.5, whose
+# weight standardisation differs by ~1e-4: ldm.config.MiDaSConfig.std_conv_eps.)
+TIMM_FOR_MIDAS = ("timm", "0.6.13")
+# The original's input transform resizes with OpenCV (it pins opencv-python 4.6.0.66, built for numpy 1;
+# 4.10.0.84 is the first built for numpy 2; INTER_CUBIC is the same code in both).
+OPENCV = ("opencv-python-headless", "4.10.0.84")
 
 
 def cache_root() -> Path:
