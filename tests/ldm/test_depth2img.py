@@ -230,3 +230,11 @@ def test_the_command_line_refuses_a_file_without_midas_in_one_line(tiny_depth, t
     assert result.returncode == 2
     assert "carries no MiDaS weights" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out" / "samples").exists() or not any((tmp_path / "out" / "samples").iterdir())
+
+
+def test_no_image_is_named(tiny_depth):
+    with pytest.raises(TypeError, match=r"image must be a PIL image, a list of them, or a \[B, 3, H, W\] tensor, "
+                                        r"got NoneType"):
+        tiny_depth.depth2img(None, "a cat", progress=False)
+    with pytest.raises(TypeError, match=r"got NoneType"):
+        tiny_depth.estimate_depth(None)

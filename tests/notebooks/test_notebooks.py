@@ -21,15 +21,16 @@ NOTEBOOKS = ROOT / "notebooks"
 EXPECTED = [
     "01_tokens_and_text", "02_noise_schedule", "03_unet_inside", "04_sampling_step_by_step",
     "05_vae_latents", "06_train_a_tiny_ldm", "07_original_checkpoints", "08_inpaint_and_upscale",
+    "09_depth2img",
 ]
 PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
 CELL_TIMEOUT_S = 600
 ANSI_COLOURS = re.compile(r"\x1b\[[0-9;]*m")  # IPython colours its tracebacks
 
-pytestmark = pytest.mark.slow  # executes the eight notebooks (about two minutes)
+pytestmark = pytest.mark.slow  # executes the nine notebooks (about two minutes)
 
 
-def test_the_eight_notebooks_are_there():
+def test_the_nine_notebooks_are_there():
     assert [p.stem for p in PATHS] == EXPECTED
 
 
