@@ -165,6 +165,23 @@ def guidance_contexts(sd: StableDiffusion, prompts: list[str], negative_prompt: 
     return cond, encode_prompts(sd, [negative_prompt] * len(prompts), "negative_prompt")
 
 
+def prompts_for_images(prompt: str | Sequence[str], n: int, images: int) -> list[str]:
+    """The prompts of a task given `images` input images: n copies of one prompt for one image, else
+    one per image (one image may serve every prompt of a list)."""
+    prompts = prompts_for(prompt, n if images == 1 else images)
+    if images not in (1, len(prompts)):
+        raise ValueError(f"{images} images for {len(prompts)} prompts; give one image or one per prompt")
+    return prompts
+
+
+def posterior_sample(sd: StableDiffusion, images: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+    """z = scale_factor * a sample of q(z | image) (the original's get_first_stage_encoding), the
+    noise of each image's sample the next draw of that image's own generator."""
+    posterior = sd.vae.encode(images)
+    eps = torch.stack([torch.randn(posterior.mean.shape[1:], generator=g) for g in generators]).to(posterior.mean)
+    return (posterior.mean + posterior.std * eps) * sd.config.scale_factor
+
+
 def seeds_for(seed: int | None, count: int) -> list[int]:
     """Image i gets seed + i; no seed draws a random one (still printed/stored by the caller)."""
     check_seed(seed, count)

@@ -25,7 +25,7 @@ from PIL import Image
 
 from ..modules.midas.transform import midas_input
 from .common import (check_model, check_output, check_sampling, effective_eta, finish, generators_for,
-                     guidance_contexts, image_to_tensor, prompts_for, run_sampler, seeds_for)
+                     guidance_contexts, image_to_tensor, posterior_sample, prompts_for_images, run_sampler, seeds_for)
 from .img2img import check_strength
 
 if TYPE_CHECKING:
@@ -90,10 +90,8 @@ def depth2img(sd: StableDiffusion, image, prompt: str | Sequence[str], *, streng
     check_strength(strength)
     f = sd.config.autoencoder.downsampling_factor
     images = image_to_tensor(image, f * sd.unet.downsampling_factor)
-    prompts = prompts_for(prompt, n if images.shape[0] == 1 else images.shape[0])
+    prompts = prompts_for_images(prompt, n, images.shape[0])
     batch = len(prompts)
-    if images.shape[0] not in (1, batch):
-        raise ValueError(f"{images.shape[0]} images for {batch} prompts; give one image or one per prompt")
     latent_shape = (sd.config.latent_channels, images.shape[2] // f, images.shape[3] // f)
     if depth is not None and (not isinstance(depth, torch.Tensor) or depth.ndim != 4 or depth.shape[1] != 1
                               or depth.shape[0] not in (1, batch)):
@@ -113,9 +111,7 @@ def depth2img(sd: StableDiffusion, image, prompt: str | Sequence[str], *, streng
     # Each image's own generator draws, in order: the posterior sample, x_T (the noise to step
     # t_enc, or the start), then the sampler's own noise (eta > 0, ancestral, SDE).
     generators = generators_for(seeds)
-    posterior = sd.vae.encode(images)
-    eps = torch.stack([torch.randn(latent_shape, generator=g) for g in generators]).to(posterior.mean)
-    z_0 = (posterior.mean + posterior.std * eps) * sd.config.scale_factor
+    z_0 = posterior_sample(sd, images, generators)
     drawn = torch.stack([torch.randn(latent_shape, generator=g) for g in generators])
     x_T = (drawn if x_T is None else x_T).to(z_0)
     t_enc = min(int(strength * steps), steps - 1)  # the script's predict(): never the whole schedule

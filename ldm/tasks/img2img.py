@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import torch
 
 from .common import (ArgumentError, check_model, check_output, check_sampling, effective_eta, finish,
-                     generators_for, guidance_contexts, image_to_tensor, prompts_for, run_sampler, seeds_for)
+                     generators_for, guidance_contexts, image_to_tensor, posterior_sample, prompts_for_images,
+                     run_sampler, seeds_for)
 
 if TYPE_CHECKING:
     from ..pipeline import StableDiffusion
@@ -42,10 +43,8 @@ def img2img(sd: StableDiffusion, image, prompt: str | Sequence[str], *, strength
     check_strength(strength)
     f = sd.config.autoencoder.downsampling_factor
     images = image_to_tensor(image, f * sd.unet.downsampling_factor)
-    prompts = prompts_for(prompt, n if images.shape[0] == 1 else images.shape[0])
+    prompts = prompts_for_images(prompt, n, images.shape[0])
     batch = len(prompts)
-    if images.shape[0] not in (1, batch):
-        raise ValueError(f"{images.shape[0]} images for {batch} prompts; give one image or one per prompt")
     images = images.expand(batch, -1, -1, -1).to(sd.device, sd.dtype)
     seeds = seeds_for(seed, batch)
     described = dict(prompts=prompts, seeds=seeds, negative_prompt=negative_prompt, steps=steps, sampler=sampler,
@@ -54,11 +53,8 @@ def img2img(sd: StableDiffusion, image, prompt: str | Sequence[str], *, strength
     # Each image's own generator draws, in order: the posterior sample, the noise to step t_enc,
     # then the sampler's own noise (eta > 0, ancestral, SDE).
     generators = generators_for(seeds)
-    posterior = sd.vae.encode(images)
-    latent_shape = posterior.mean.shape[1:]
-    eps = torch.stack([torch.randn(latent_shape, generator=g) for g in generators]).to(posterior.mean)
-    # z_0 = scale * a sample of q(z | x) (the original's get_first_stage_encoding).
-    z_0 = (posterior.mean + posterior.std * eps) * sd.config.scale_factor
+    z_0 = posterior_sample(sd, images, generators)
+    latent_shape = z_0.shape[1:]
     t_enc = int(strength * steps)  # the original's number of DDIM steps to run back
     if t_enc == 0:
         return finish(sd, z_0, output, **described)  # nothing to denoise: the VAE round trip of the input

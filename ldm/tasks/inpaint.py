@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .common import (check_model, check_output, check_sampling, effective_eta, finish, generators_for,
-                     guidance_contexts, image_to_tensor, initial_noise, prompts_for, run_sampler, seeds_for, warn)
+                     guidance_contexts, image_to_tensor, initial_noise, posterior_sample, prompts_for, run_sampler,
+                     seeds_for, warn)
 
 if TYPE_CHECKING:
     from ..pipeline import StableDiffusion
@@ -92,9 +93,7 @@ def inpaint(sd: StableDiffusion, image, mask, prompt: str | Sequence[str], *, ne
     generators = generators_for(seeds)
     for g in generators:
         torch.randn(latent_shape, generator=g)
-    posterior = sd.vae.encode(images * (masks < 0.5))
-    eps = torch.stack([torch.randn(latent_shape, generator=g) for g in generators]).to(posterior.mean)
-    masked_latent = (posterior.mean + posterior.std * eps) * sd.config.scale_factor
+    masked_latent = posterior_sample(sd, images * (masks < 0.5), generators)
     concat = torch.cat([F.interpolate(masks, size=latent_shape[1:]), masked_latent], dim=1)  # nearest
 
     cond, uncond = guidance_contexts(sd, prompts, negative_prompt, guidance_scale)

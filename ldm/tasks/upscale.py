@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from samplers import NoiseSchedule
 
 from .common import (ArgumentError, check_model, check_output, check_sampling, effective_eta, finish,
-                     generators_for, guidance_contexts, image_to_tensor, initial_noise, prompts_for, run_sampler,
-                     seeds_for)
+                     generators_for, guidance_contexts, image_to_tensor, initial_noise, prompts_for_images,
+                     run_sampler, seeds_for)
 from .tiles import AUTO_TILE, AUTO_WHOLE_PIXELS
 
 if TYPE_CHECKING:
@@ -85,10 +85,8 @@ def upscale(sd: StableDiffusion, image, prompt: str | Sequence[str], *, noise_le
     multiple = sd.unet.downsampling_factor  # the latent is at the input's size
     check_tile(tile, multiple)
     images = image_to_tensor(image, 1)
-    prompts = prompts_for(prompt, n if images.shape[0] == 1 else images.shape[0])
+    prompts = prompts_for_images(prompt, n, images.shape[0])
     batch = len(prompts)
-    if images.shape[0] not in (1, batch):
-        raise ValueError(f"{images.shape[0]} images for {batch} prompts; give one image or one per prompt")
     height, width = images.shape[2:]
     pad_h, pad_w = -height % multiple, -width % multiple
     x_low = F.pad(images, (0, pad_w, 0, pad_h), mode="replicate").expand(batch, -1, -1, -1).to(sd.device, sd.dtype)
