@@ -23,6 +23,7 @@ from checkpoints_convert.layout import DEPTH_PREFIX
 from ldm.config import DEMO, PRESETS, MiDaSConfig
 from ldm.pipeline import StableDiffusion
 from ldm.tasks.depth2img import depth_condition, depth_image
+from samplers import SAMPLERS
 from tests.checkpoints_convert.test_save_original import saved_and_loaded_back
 from tests.reference.original_configs import FIRST_STAGE_PARAMS as FIRST_STAGE
 from tests.reference.original_configs import UNET_PARAMS as ORIGINAL_UNET_PARAMS
@@ -238,3 +239,12 @@ def test_no_image_is_named(tiny_depth):
         tiny_depth.depth2img(None, "a cat", progress=False)
     with pytest.raises(TypeError, match=r"got NoneType"):
         tiny_depth.estimate_depth(None)
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_every_registered_sampler_runs_depth2img(tiny_depth, sampler):
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    for strength in (0.5, 1.0):
+        z = tiny_depth.depth2img(image, "a cat", strength=strength, steps=4, seed=3, sampler=sampler,
+                                 output="latent", progress=False)
+        assert z.shape == (1, 4, 8, 8) and torch.isfinite(z).all(), (sampler, strength)
