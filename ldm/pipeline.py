@@ -32,6 +32,7 @@ from .modules.midas import MiDaS
 from .modules.openclip_text import OpenCLIPTextEncoder
 from .modules.unet import UNet
 from .outputs import file_hash
+from .precision import warn_if_emulated
 from .tasks.depth2img import depth2img, estimate_depth
 from .tasks.img2img import img2img
 from .tasks.inpaint import inpaint
@@ -118,6 +119,7 @@ class StableDiffusion(nn.Module):
         """
         device = torch.device(device) if device is not None else default_device()
         dtype = resolve_dtype(device, dtype)
+        warn_if_emulated(device, dtype)
         checkpoint = read_original(path, variant, use_ema)
         config = checkpoint.config
         with torch.device("meta"):
@@ -171,6 +173,7 @@ class StableDiffusion(nn.Module):
         """Read a diffusers pipeline folder (StableDiffusionPipeline's layout) into a model on the
         CPU, in `dtype`; the variant from the folder's configs unless given
         (checkpoints_convert/diffusers.py)."""
+        warn_if_emulated(torch.device("cpu"), dtype)
         config = diffusers.folder_variant(folder, variant, dtype)
         with torch.device("meta"):
             model = cls(config)

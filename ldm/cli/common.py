@@ -42,7 +42,9 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
                                  "(default: demo, the bundled demo model)")
     add("--variant", type=str, help="the model variant (default: detected)")
     add("--device", type=str, help="cpu, cuda, mps (default: cuda, then mps, then cpu)")
-    add("--dtype", type=str, choices=["float32", "float16", "bfloat16"], help="weights and activations dtype")
+    add("--dtype", type=str, choices=["float32", "float16", "bfloat16"],
+        help="the networks' dtype (default: float16 on CUDA, else float32); the sampler steps in float32")
+    add("--bf16", action="store_true", help="the v2 scripts' flag: the same as --dtype bfloat16")
 
 
 def resolve_ckpt(ckpt: str | None) -> Path:
@@ -86,6 +88,10 @@ def check_model_flags(args: argparse.Namespace) -> None:
         if found is None and args.variant is None:
             raise UsageError(f"--config {config}: the yaml does not tell the variant; pass --variant")
         args.variant = args.variant or found[0]
+    if getattr(args, "bf16", False):
+        if args.dtype not in (None, "bfloat16"):
+            raise UsageError(f"--bf16 and --dtype {args.dtype} disagree; give one of them")
+        args.dtype = "bfloat16"
     try:
         resolve_dtype(requested_device(args), args.dtype)
     except (ValueError, RuntimeError) as error:

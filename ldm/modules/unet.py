@@ -38,10 +38,14 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
 
 class Float32GroupNorm(nn.GroupNorm):
-    """GroupNorm computed in float32 and cast back: the original's `GroupNorm32` (fp16 safety)."""
+    """GroupNorm computed in float32 and cast back: the original's `GroupNorm32` (fp16 safety).
+    Its affine parameters are taken in float32 too, as the original's autocast takes them (and as
+    torch's CPU kernel demands of a float32 input: a bfloat16 model would fail on "mixed dtype")."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).to(x.dtype)
+        weight = None if self.weight is None else self.weight.float()
+        bias = None if self.bias is None else self.bias.float()
+        return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).to(x.dtype)
 
 
 class TimestepMLP(nn.Module):

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import math
 import secrets
-import sys
-import warnings
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
@@ -22,6 +20,8 @@ from PIL import Image
 from samplers import SAMPLERS, default_of, guided, min_steps_of, options_of
 
 from ..outputs import parameters_text
+from ..precision import decode, dtype_of
+from ..warn import warn
 from .tiles import tiled
 
 if TYPE_CHECKING:
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 OUTPUTS = ("pil", "tensor", "latent")
 QUOTED_WORDS = 20  # a warning quotes at most this many of the words it is about
-SKIPPED_PACKAGES = {"ldm", "samplers", "tokenizer", "checkpoints_convert", "torch"}
 # Seeds are 32-bit, as the original scripts' seed_everything and other tools' PNG "Seed:" fields.
 MAX_SEED = 2**32 - 1
 # What a model of another task takes besides the latent (the original's c_concat), for the message
@@ -147,15 +146,6 @@ def encode_prompts(sd: StableDiffusion, prompts: list[str], what: str = "prompt"
     return sd.text_encoder(tokens).to(sd.dtype)
 
 
-def warn(message: str) -> None:
-    """warnings.warn, pointing at the caller's line: the first frame outside this project's packages
-    and torch (whose no_grad decorator wraps every task), not at the line here."""
-    level, frame = 2, sys._getframe(1)
-    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in SKIPPED_PACKAGES:
-        level, frame = level + 1, frame.f_back
-    warnings.warn(message, UserWarning, stacklevel=level)
-
-
 def guidance_contexts(sd: StableDiffusion, prompts: list[str], negative_prompt: str, guidance_scale: float
                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(c, the negative prompt's context for guidance); None when guidance_scale is 1 (no second pass)."""
@@ -177,9 +167,10 @@ def prompts_for_images(prompt: str | Sequence[str], n: int, images: int) -> list
 def posterior_sample(sd: StableDiffusion, images: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
     """z = scale_factor * a sample of q(z | image) (the original's get_first_stage_encoding), the
     noise of each image's sample the next draw of that image's own generator."""
-    posterior = sd.vae.encode(images)
-    eps = torch.stack([torch.randn(posterior.mean.shape[1:], generator=g) for g in generators]).to(posterior.mean)
-    return (posterior.mean + posterior.std * eps) * sd.config.scale_factor
+    posterior = sd.vae.encode(images.to(dtype_of(sd.vae)))  # in the VAE's dtype, the sample in float32
+    mean, std = posterior.mean.float(), posterior.std.float()
+    eps = torch.stack([torch.randn(mean.shape[1:], generator=g) for g in generators]).to(mean)
+    return (mean + std * eps) * sd.config.scale_factor
 
 
 def seeds_for(seed: int | None, count: int) -> list[int]:
@@ -224,7 +215,8 @@ def run_sampler(sd: StableDiffusion, x_T: torch.Tensor, cond: torch.Tensor, unco
         if concat is not None:
             x_t = torch.cat([x_t, concat.repeat(copies, 1, 1, 1)], dim=1)
         labels = None if class_labels is None else class_labels.repeat(copies)
-        return tiled(lambda window: sd.unet(window, t, context, labels), x_t, tile)
+        # In the UNet's dtype, and back to float32 for the sampler (ldm/precision.py).
+        return tiled(lambda window: sd.unet(window.to(sd.dtype), t, context, labels).float(), x_t, tile)
 
     model = guided(unet, cond, uncond, guidance_scale)
     sample = SAMPLERS[sampler]
@@ -255,9 +247,9 @@ def finish(sd: StableDiffusion, z: torch.Tensor, output: str, *, prompts: list[s
     them when `progress`; None: whole."""
     if output == "latent":
         return z
-    decoded = tiled(sd.vae.decode, z / sd.config.scale_factor, tile, scale=sd.config.autoencoder.downsampling_factor,
-                    progress="VAE tiles" if progress else None)
-    images = ((decoded.float() + 1) / 2).clamp(0, 1)
+    decoded = tiled(lambda latent: decode(sd.vae, latent), z / sd.config.scale_factor, tile,
+                    scale=sd.config.autoencoder.downsampling_factor, progress="VAE tiles" if progress else None)
+    images = ((decoded + 1) / 2).clamp(0, 1)
     if crop is not None:
         images = images[:, :, : crop[0], : crop[1]]
     if output == "tensor":

@@ -102,8 +102,8 @@ def depth2img(sd: StableDiffusion, image, prompt: str | Sequence[str], *, streng
     if depth is None:
         check_depth_model(sd)
         depth = estimate_depth(sd, images)
-    concat = depth_condition(depth.to(sd.device), latent_shape[1:]).expand(batch, -1, -1, -1).to(sd.dtype)
-    images = images.expand(batch, -1, -1, -1).to(sd.device, sd.dtype)
+    concat = depth_condition(depth.to(sd.device, torch.float32), latent_shape[1:]).expand(batch, -1, -1, -1)
+    images = images.expand(batch, -1, -1, -1).to(sd.device)
     seeds = seeds_for(seed, batch)
     described = dict(prompts=prompts, seeds=seeds, negative_prompt=negative_prompt, steps=steps, sampler=sampler,
                      karras=karras, guidance_scale=guidance_scale, eta=effective_eta(sampler, eta), strength=strength)

@@ -45,7 +45,7 @@ def img2img(sd: StableDiffusion, image, prompt: str | Sequence[str], *, strength
     images = image_to_tensor(image, f * sd.unet.downsampling_factor)
     prompts = prompts_for_images(prompt, n, images.shape[0])
     batch = len(prompts)
-    images = images.expand(batch, -1, -1, -1).to(sd.device, sd.dtype)
+    images = images.expand(batch, -1, -1, -1).to(sd.device)
     seeds = seeds_for(seed, batch)
     described = dict(prompts=prompts, seeds=seeds, negative_prompt=negative_prompt, steps=steps, sampler=sampler,
                      karras=karras, guidance_scale=guidance_scale, eta=effective_eta(sampler, eta), strength=strength)

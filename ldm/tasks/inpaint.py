@@ -80,13 +80,13 @@ def inpaint(sd: StableDiffusion, image, mask, prompt: str | Sequence[str], *, ne
     for name, tensor in (("images", images), ("masks", masks)):
         if tensor.shape[0] not in (1, batch):
             raise ValueError(f"{tensor.shape[0]} {name} for {batch} prompts; give one or one per prompt")
-    images = images.expand(batch, -1, -1, -1).to(sd.device, sd.dtype)
-    masks = masks.expand(batch, -1, -1, -1).to(sd.device, sd.dtype)
+    images = images.expand(batch, -1, -1, -1).to(sd.device, torch.float32)
+    masks = masks.expand(batch, -1, -1, -1).to(sd.device, torch.float32)
     seeds = seeds_for(seed, batch)
     latent_shape = (sd.config.latent_channels, images.shape[2] // f, images.shape[3] // f)
     if x_T is not None and tuple(x_T.shape) != (batch, *latent_shape):
         raise ValueError(f"x_T must have shape {[batch, *latent_shape]}, got {list(x_T.shape)}")
-    x_T = (initial_noise(seeds, latent_shape) if x_T is None else x_T).to(sd.device, sd.dtype)
+    x_T = (initial_noise(seeds, latent_shape) if x_T is None else x_T).to(sd.device, torch.float32)
 
     # Each image's own generator draws, in order: its x_T (drawn above from the same seed; skipped
     # here), the masked image's posterior sample, then the sampler's own noise (eta > 0, ancestral, SDE).

@@ -51,7 +51,7 @@ def txt2img(sd: StableDiffusion, prompt: str | Sequence[str], *, negative_prompt
     check_size(sd, height=height, width=width)
     if x_T is None:
         x_T = initial_noise(seeds, (sd.config.latent_channels, height // f, width // f))
-    x_T = x_T.to(sd.device, sd.dtype)
+    x_T = x_T.to(sd.device, torch.float32)  # the sampler's arithmetic is float32 (run_sampler)
 
     cond, uncond = guidance_contexts(sd, prompts, negative_prompt, guidance_scale)
     # The sampler's noise (eta > 0, ancestral, SDE): each image's from its own generator, after its x_T draw.

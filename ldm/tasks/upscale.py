@@ -89,14 +89,14 @@ def upscale(sd: StableDiffusion, image, prompt: str | Sequence[str], *, noise_le
     batch = len(prompts)
     height, width = images.shape[2:]
     pad_h, pad_w = -height % multiple, -width % multiple
-    x_low = F.pad(images, (0, pad_w, 0, pad_h), mode="replicate").expand(batch, -1, -1, -1).to(sd.device, sd.dtype)
+    x_low = F.pad(images, (0, pad_w, 0, pad_h), mode="replicate").expand(batch, -1, -1, -1).to(sd.device)
     latent_shape = (sd.config.latent_channels, *x_low.shape[2:])
     for name, given, shape in (("x_T", x_T, (batch, *latent_shape)), ("augmentation_noise", augmentation_noise,
                                                                        tuple(x_low.shape))):
         if given is not None and tuple(given.shape) != shape:
             raise ValueError(f"{name} must have shape {list(shape)}, got {list(given.shape)}")
     seeds = seeds_for(seed, batch)
-    x_T = (initial_noise(seeds, latent_shape) if x_T is None else x_T).to(sd.device, sd.dtype)
+    x_T = (initial_noise(seeds, latent_shape) if x_T is None else x_T).to(sd.device, torch.float32)
 
     # Each image's own generator draws, in order: its x_T (drawn above from the same seed; skipped
     # here), the augmentation noise, then the sampler's own noise (eta > 0, ancestral, SDE).

@@ -1,6 +1,11 @@
-"""Benchmark: our UNet and VAE decoder against diffusers' on the CPU, fp32, with random weights.
+"""Benchmark: our UNet and VAE decoder against diffusers' on the CPU, with random weights.
 
     python tests/benchmarks/unet_vae_bench.py [--repeats 3] [--only unet|vae] [--threads 2]
+                                              [--dtypes float32,bfloat16] [--latent 64]
+
+--dtypes: each model runs in each dtype (weights and inputs cast to it), all in the same run, the
+rows compared with ours in float32 as well as with diffusers in the same dtype. --latent: the
+latent's side (64: 512x512 images).
 
 What is measured (the project's target: ours <= 1.05x the time and <= 1.0x the peak memory):
 - unet: the full-size SD v1 UNet, one forward at 64x64 latents, batch 2, context [2, 77, 768];
@@ -131,7 +136,7 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def worker(name: str, threads: int) -> dict:
+def worker(name: str, threads: int, dtype_name: str = "float32", latent: int = LATENT_SIZE) -> dict:
     import torch
 
     # Every worker imports the same code, whichever model it builds, so that the baseline RSS is the
@@ -142,6 +147,9 @@ def worker(name: str, threads: int) -> dict:
 
     diffusers.UNet2DConditionModel, diffusers.AutoencoderKL  # noqa: B018
 
+    global LATENT_SIZE
+    LATENT_SIZE = latent
+    dtype = getattr(torch, dtype_name)
     torch.set_num_threads(threads)
     rss_imports = current_rss_mib()
 
@@ -153,7 +161,8 @@ def worker(name: str, threads: int) -> dict:
         for tensor in list(model.parameters()) + list(model.buffers()):
             if tensor.is_floating_point():
                 tensor.normal_(0.0, INIT_STD, generator=generator)
-    inputs = make_inputs(name, "cpu")
+    model = model.to(dtype)
+    inputs = tuple(v.to(dtype) if v.is_floating_point() else v for v in make_inputs(name, "cpu"))
     rss_built = current_rss_mib()
     peak_built = peak_rss_mib()
 
@@ -170,6 +179,7 @@ def worker(name: str, threads: int) -> dict:
 
     return {
         "name": name,
+        "dtype": dtype_name,
         "seconds": seconds,
         "warmup_seconds": warmup,
         "cpu_seconds": cpu_seconds,  # user + sys of all threads: less sensitive to other load than wall time
@@ -186,8 +196,9 @@ def worker(name: str, threads: int) -> dict:
     }
 
 
-def run_worker(name: str, threads: int) -> dict:
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--threads", str(threads)]
+def run_worker(name: str, threads: int, dtype: str = "float32", latent: int = LATENT_SIZE) -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--threads", str(threads),
+               "--dtypes", dtype, "--latent", str(latent)]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
     if done.returncode != 0:
@@ -200,23 +211,26 @@ def run_worker(name: str, threads: int) -> dict:
 
 # --- the parent: alternate, collect, print ---------------------------------------------------
 
-def bench(kind: str, repeats: int, threads: int) -> None:
+def bench(kind: str, repeats: int, threads: int, dtypes: list[str], latent: int) -> None:
+    global LATENT_SIZE
+    LATENT_SIZE = latent
     ours_name, theirs_name = f"{kind}-ours", f"{kind}-diffusers"
     flops = count_flops(ours_name)
     flops_theirs = count_flops(theirs_name)
-    runs: dict[str, list[dict]] = {ours_name: [], theirs_name: []}
+    # Rows: (model, dtype); each round runs every row once, the order reversed every other round (ABBA).
+    rows = [(name, dtype) for dtype in dtypes for name in (ours_name, theirs_name)]
+    runs: dict[tuple[str, str], list[dict]] = {row: [] for row in rows}
     for round_index in range(repeats):
-        order = (ours_name, theirs_name) if round_index % 2 == 0 else (theirs_name, ours_name)
-        for name in order:
-            result = run_worker(name, threads)
-            runs[name].append(result)
-            print(f"  [{kind} round {round_index + 1}/{repeats}] {name:15s} {result['seconds']:7.2f} s "
+        for name, dtype in (rows if round_index % 2 == 0 else rows[::-1]):
+            result = run_worker(name, threads, dtype, latent)
+            runs[name, dtype].append(result)
+            print(f"  [{kind} round {round_index + 1}/{repeats}] {name:15s} {dtype:8s} {result['seconds']:7.2f} s "
                   f"(warm-up {result['warmup_seconds']:.2f} s, CPU {result['cpu_seconds']:.2f} s, "
                   f"{result['minor_page_faults']} page faults), peak RSS {result['peak_rss_mib']:7.0f} MiB",
                   flush=True)
 
-    def summary(name: str) -> dict:
-        results = runs[name]
+    def summary(row) -> dict:
+        results = runs[row]
         best = min(r["seconds"] for r in results)
         return {
             "best": best,
@@ -228,25 +242,31 @@ def bench(kind: str, repeats: int, threads: int) -> None:
             "imports": max(r["rss_imports_mib"] for r in results),
         }
 
-    ours, theirs = summary(ours_name), summary(theirs_name)
-    shape = runs[ours_name][0]["out_shape"]
-    what = (f"UNet forward, x [{UNET_BATCH}, 4, {LATENT_SIZE}, {LATENT_SIZE}], context "
+    shape = runs[rows[0]][0]["out_shape"]
+    what = (f"UNet forward, x [{UNET_BATCH}, 4, {latent}, {latent}], context "
             f"[{UNET_BATCH}, {CONTEXT_TOKENS}, {CONTEXT_DIM}]" if kind == "unet" else
-            f"VAE decode, z [{VAE_BATCH}, 4, {LATENT_SIZE}, {LATENT_SIZE}] -> {shape}")
-    print(f"\n{what}; fp32, {threads} threads, best of {repeats} (each after a warm-up, fresh process)")
+            f"VAE decode, z [{VAE_BATCH}, 4, {latent}, {latent}] -> {shape}")
+    print(f"\n{what}; {threads} threads, best of {repeats} (each after a warm-up, fresh process)")
     print(f"FLOPs per call (FlopCounterMode on ours): {flops / 1e9:.1f} GFLOP "
           f"(diffusers' count: {flops_theirs / 1e9:.1f} GFLOP)")
-    header = (f"{'':12s} {'time s':>8s} {'GFLOP/s':>8s} {'CPU s':>7s} {'peak RSS MiB':>13s} {'RSS built':>10s} "
+    header = (f"{'':22s} {'time s':>8s} {'GFLOP/s':>8s} {'CPU s':>7s} {'peak RSS MiB':>13s} {'RSS built':>10s} "
               f"{'peak-built':>11s} {'imports':>8s}  all times")
     print(header)
-    for label, s in (("ours", ours), ("diffusers", theirs)):
-        print(f"{label:12s} {s['best']:8.2f} {s['gflops']:8.1f} {s['cpu']:7.2f} {s['peak']:13.0f} {s['built']:10.0f} "
-              f"{s['peak'] - s['built']:11.0f} {s['imports']:8.0f}  "
-              + " ".join(f"{t:.2f}" for t in s["times"]))
-    print(f"{'ours/diff.':12s} {ours['best'] / theirs['best']:8.3f} {ours['gflops'] / theirs['gflops']:8.3f} "
-          f"{ours['cpu'] / theirs['cpu']:7.3f} {ours['peak'] / theirs['peak']:13.3f} "
-          f"{ours['built'] / theirs['built']:10.3f} "
-          f"{(ours['peak'] - ours['built']) / (theirs['peak'] - theirs['built']):11.3f}")
+    for dtype in dtypes:
+        ours, theirs = summary((ours_name, dtype)), summary((theirs_name, dtype))
+        for label, s in ((f"ours {dtype}", ours), (f"diffusers {dtype}", theirs)):
+            print(f"{label:22s} {s['best']:8.2f} {s['gflops']:8.1f} {s['cpu']:7.2f} {s['peak']:13.0f} "
+                  f"{s['built']:10.0f} {s['peak'] - s['built']:11.0f} {s['imports']:8.0f}  "
+                  + " ".join(f"{t:.2f}" for t in s["times"]))
+        print(f"{'ours/diffusers ' + dtype:22s} {ours['best'] / theirs['best']:8.3f} "
+              f"{ours['gflops'] / theirs['gflops']:8.3f} {ours['cpu'] / theirs['cpu']:7.3f} "
+              f"{ours['peak'] / theirs['peak']:13.3f} {ours['built'] / theirs['built']:10.3f} "
+              f"{(ours['peak'] - ours['built']) / (theirs['peak'] - theirs['built']):11.3f}")
+    if "float32" in dtypes:
+        for dtype in dtypes:
+            if dtype != "float32":
+                speedup = summary((ours_name, "float32"))["best"] / summary((ours_name, dtype))["best"]
+                print(f"ours: float32 time / {dtype} time = {speedup:.3f}")
     print("(time: best wall time; CPU s: best user+sys of the call; peak-built: the call's activation overhead;\n"
           " target: time <= 1.05x, peak RSS <= 1.0x. Wall times are only comparable on an otherwise idle machine.)\n",
           flush=True)
@@ -257,15 +277,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="rounds; each model runs once per round")
     parser.add_argument("--only", choices=("unet", "vae"), default=None)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every worker")
+    parser.add_argument("--dtypes", default="float32", help="comma-separated: float32, bfloat16")
+    parser.add_argument("--latent", type=int, default=LATENT_SIZE, help="the latent's side (64: 512x512 images)")
     parser.add_argument("--worker", choices=WORKERS, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    dtypes = args.dtypes.split(",")
+    for dtype in dtypes:
+        if dtype not in ("float32", "bfloat16"):
+            parser.error(f"--dtypes {args.dtypes}: {dtype!r} is not float32 or bfloat16")
 
     if args.worker is not None:
-        print(json.dumps(worker(args.worker, args.threads)), flush=True)
+        print(json.dumps(worker(args.worker, args.threads, dtypes[0], args.latent)), flush=True)
         return
     for kind in ("unet", "vae"):
         if args.only in (None, kind):
-            bench(kind, args.repeats, args.threads)
+            bench(kind, args.repeats, args.threads, dtypes, args.latent)
 
 
 if __name__ == "__main__":
