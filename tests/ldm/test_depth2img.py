@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import subprocess
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,18 +17,18 @@ from safetensors.torch import load_file, save_file
 
 from checkpoints_convert.keymap import midas as midas_keys
 from checkpoints_convert.layout import DEPTH_PREFIX
-from ldm.config import DEMO, PRESETS, MiDaSConfig
+from ldm.config import PRESETS
 from ldm.pipeline import StableDiffusion
 from ldm.tasks.depth2img import depth_condition, depth_image
 from samplers import SAMPLERS
 from tests.checkpoints_convert.test_save_original import saved_and_loaded_back
+from tests.ldm.tiny_models import TINY_DEPTH, TINY_MIDAS, tiny_command
 from tests.reference.original_configs import FIRST_STAGE_PARAMS as FIRST_STAGE
 from tests.reference.original_configs import UNET_PARAMS as ORIGINAL_UNET_PARAMS
 from tests.reference.original_ldm import relative_error, run_original
 from tests.reference.parity_record import record_parity
 from tokenizer import CLIPTokenizer
 
-ROOT = Path(__file__).resolve().parents[2]
 TOLERANCE = 1e-4  # the issue's bound for the pipeline (full-size random UNet and MiDaS, 4 DDIM steps)
 STRENGTHS = (0.5, 1.0)
 
@@ -97,12 +94,6 @@ def test_depth2img_matches_the_original_gradio_pipeline_through_an_original_chec
             assert error <= TOLERANCE, (name, strength)
     del sd
     gc.collect()
-
-
-TINY_MIDAS = MiDaSConfig(resnet_layers=(1, 1, 1), stem_width=32, width=64, layers=2, heads=2, hooks=(0, 1),
-                         features=32)
-TINY_DEPTH = replace(DEMO, name="demo-depth", unet=replace(DEMO.unet, in_channels=5), task="depth2img",
-                     depth_model=TINY_MIDAS)
 
 
 @pytest.fixture(scope="module")
@@ -201,17 +192,9 @@ def test_a_file_without_midas_loads_runs_on_a_given_depth_and_refuses_to_estimat
 
 
 def depth2img_command(sd, tmp_path, monkeypatch, *flags) -> subprocess.CompletedProcess:
-    """`python -m ldm depth2img` on a tiny depth model registered as a preset before the command
-    line's main (the command's own wiring is what is tested, not a full-size model)."""
-    monkeypatch.setitem(PRESETS, "demo-depth", TINY_DEPTH)
-    path = sd.save_checkpoint(tmp_path / "tiny-depth.safetensors")
     Image.new("RGB", (48, 32), (10, 200, 10)).save(tmp_path / "room.png")
-    script = ("import sys; from tests.ldm.test_depth2img import TINY_DEPTH; from ldm.config import PRESETS; "
-              "PRESETS['demo-depth'] = TINY_DEPTH; from ldm.cli import main; sys.exit(main(sys.argv[1:]))")
-    args = ["depth2img", "--init-img", "room.png", "--ckpt", str(path), "--variant", "demo-depth",
-            "--ddim_steps", "3", "--no-progress", "--outdir", "out", *flags]
-    return subprocess.run([sys.executable, "-c", script, *args], cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+    return tiny_command(sd, tmp_path, monkeypatch, "depth2img", "--init-img", "room.png", "--ddim_steps", "3",
+                        "--no-progress", "--outdir", "out", *flags)
 
 
 def test_the_command_line_writes_the_samples_and_the_depth_map(tiny_depth, tmp_path, monkeypatch):

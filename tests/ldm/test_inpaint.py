@@ -18,6 +18,7 @@ from PIL import Image
 from ldm.config import PRESETS
 from ldm.pipeline import StableDiffusion
 from tests.checkpoints_convert.test_save_original import saved_and_loaded_back
+from tests.ldm.tiny_models import TINY_INPAINTING, tiny_command
 from tests.reference.original_configs import FIRST_STAGE_PARAMS as FIRST_STAGE
 from tests.reference.original_configs import UNET_PARAMS as ORIGINAL_UNET_PARAMS
 from tests.reference.original_ldm import relative_error, run_original
@@ -95,13 +96,8 @@ def test_inpaint_matches_the_original_gradio_pipeline_through_an_original_checkp
 
 @pytest.fixture(scope="module")
 def tiny_inpainting():
-    from dataclasses import replace
-
-    from ldm.config import DEMO
-
     torch.manual_seed(0)
-    return StableDiffusion(replace(DEMO, name="demo-inpainting", unet=replace(DEMO.unet, in_channels=9),
-                                   task="inpaint")).eval()
+    return StableDiffusion(TINY_INPAINTING).eval()
 
 
 def test_every_sampler_inpaints_and_the_kept_part_shows_through(tiny_inpainting):
@@ -168,20 +164,12 @@ def test_the_command_line_refuses_a_bad_mask_before_the_model_loads(tmp_path):
 def test_the_command_line_inpaints_with_an_inpainting_checkpoint(tiny_inpainting, tmp_path, monkeypatch):
     """A demo-sized inpainting model, registered as a preset before the command line's main (no
     full-size model: the command's own wiring is what is tested)."""
-    monkeypatch.setitem(PRESETS, "demo-inpainting", tiny_inpainting.config)
-    path = tiny_inpainting.save_checkpoint(tmp_path / "tiny-inpainting.safetensors")
     Image.new("RGB", (64, 64), (10, 200, 10)).save(tmp_path / "image.png")
     mask = Image.new("L", (64, 64))
     mask.paste(255, (0, 0, 32, 32))
     mask.save(tmp_path / "mask.png")
-    script = ("import sys; from dataclasses import replace; from ldm.config import DEMO, PRESETS; "
-              "PRESETS['demo-inpainting'] = replace(DEMO, name='demo-inpainting', "
-              "unet=replace(DEMO.unet, in_channels=9), task='inpaint'); "
-              "from ldm.cli import main; sys.exit(main(sys.argv[1:]))")
-    args = ["inpaint", "--init-img", "image.png", "--mask", "mask.png", "--ckpt", str(path), "--variant",
-            "demo-inpainting", "--ddim_steps", "2", "--skip_grid", "--no-progress", "--outdir", "out"]
-    result = subprocess.run([sys.executable, "-c", script, *args], cwd=tmp_path, capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+    result = tiny_command(tiny_inpainting, tmp_path, monkeypatch, "inpaint", "--init-img", "image.png", "--mask",
+                          "mask.png", "--ddim_steps", "2", "--skip_grid", "--no-progress", "--outdir", "out")
     assert result.returncode == 0, result.stderr
     saved = Image.open(tmp_path / "out" / "samples" / "00000.png")
     assert saved.size == (64, 64) and "Sampler: DDIM" in saved.info["parameters"]

@@ -8,7 +8,6 @@ import copy
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,22 +15,16 @@ import pytest
 import torch
 from PIL import Image
 
-from ldm.config import DEMO, NoiseAugmentationConfig
+from ldm.config import DEMO
 from ldm.modules.unet import Float32GroupNorm
 from ldm.pipeline import StableDiffusion
 from ldm.precision import decode
 from samplers import SAMPLERS
-from tests.ldm.test_depth2img import TINY_DEPTH
+from tests.ldm.tiny_models import TINY_DEPTH, TINY_INPAINTING, TINY_UPSCALER
 
 ROOT = Path(__file__).resolve().parents[2]
 
-CONFIGS = {
-    "txt2img": DEMO,
-    "inpaint": replace(DEMO, name="demo-inpainting", unet=replace(DEMO.unet, in_channels=9), task="inpaint"),
-    "depth2img": TINY_DEPTH,
-    "upscale": replace(DEMO, name="demo-upscaler", unet=replace(DEMO.unet, in_channels=7, num_classes=1000),
-                       task="upscale", noise_augmentation=NoiseAugmentationConfig()),
-}
+CONFIGS = {"txt2img": DEMO, "inpaint": TINY_INPAINTING, "depth2img": TINY_DEPTH, "upscale": TINY_UPSCALER}
 # The largest relative error (max |bf16 - fp32| / max |fp32|) of the final latent over every task
 # and sampler, 3 steps on the tiny random models, measured: 0.049 (depth2img with euler_a). bfloat16
 # keeps 8 bits of mantissa (relative rounding 2^-9 = 0.002 per operation), and the UNet is applied 3 to 6 times.

@@ -7,21 +7,18 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import subprocess
-import sys
-from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
-from ldm.config import DEMO, PRESETS, NoiseAugmentationConfig
+from ldm.config import PRESETS
 from ldm.pipeline import StableDiffusion
 from ldm.tasks.tiles import AUTO_TILE
 from ldm.tasks.upscale import tile_for
 from tests.checkpoints_convert.test_save_original import saved_and_loaded_back
+from tests.ldm.tiny_models import TINY_UPSCALER, tiny_command
 from tests.reference.original_configs import FIRST_STAGE_PARAMS as FIRST_STAGE
 from tests.reference.original_configs import UNET_PARAMS as ORIGINAL_UNET_PARAMS
 from tests.reference.original_ldm import relative_error, run_original
@@ -78,9 +75,7 @@ def test_upscale_matches_the_original_gradio_pipeline_through_an_original_checkp
 def tiny_upscaler():
     """A random model of the demo's size (f4 VAE) made an upscaler: 7 input channels, noise-level labels."""
     torch.manual_seed(0)
-    config = replace(DEMO, name="demo-upscaler", unet=replace(DEMO.unet, in_channels=7, num_classes=1000),
-                     task="upscale", noise_augmentation=NoiseAugmentationConfig())
-    return StableDiffusion(config).eval()
+    return StableDiffusion(TINY_UPSCALER).eval()
 
 
 def test_an_odd_size_is_padded_with_its_edge_and_cropped_back_to_four_times(tiny_upscaler):
@@ -156,20 +151,9 @@ def test_other_models_are_refused_by_upscale(tiny_sd):
 
 
 def upscale_command(tiny_upscaler, tmp_path, monkeypatch, *flags) -> subprocess.CompletedProcess:
-    """`python -m ldm upscale` on a demo-sized upscaler registered as a preset before the command
-    line's main (the command's own wiring is what is tested, not a full-size model)."""
-    monkeypatch.setitem(PRESETS, "demo-upscaler", tiny_upscaler.config)
-    path = tiny_upscaler.save_checkpoint(tmp_path / "tiny-upscaler.safetensors")
     Image.new("RGB", (12, 8), (10, 200, 10)).save(tmp_path / "small.png")
-    script = ("import sys; from dataclasses import replace; from ldm.config import DEMO, PRESETS, "
-              "NoiseAugmentationConfig; PRESETS['demo-upscaler'] = replace(DEMO, name='demo-upscaler', "
-              "unet=replace(DEMO.unet, in_channels=7, num_classes=1000), task='upscale', "
-              "noise_augmentation=NoiseAugmentationConfig()); from ldm.cli import main; sys.exit(main(sys.argv[1:]))")
-    args = ["upscale", "--init-img", "small.png", "--ckpt", str(path), "--variant", "demo-upscaler",
-            "--ddim_steps", "2", "--skip_grid", "--no-progress", "--outdir", "out", *flags]
-    root = Path(__file__).resolve().parents[2]
-    return subprocess.run([sys.executable, "-c", script, *args], cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(root)}, timeout=600)
+    return tiny_command(tiny_upscaler, tmp_path, monkeypatch, "upscale", "--init-img", "small.png", "--ddim_steps",
+                        "2", "--skip_grid", "--no-progress", "--outdir", "out", *flags)
 
 
 def test_the_command_line_upscales_with_an_upscaler_checkpoint(tiny_upscaler, tmp_path, monkeypatch):
