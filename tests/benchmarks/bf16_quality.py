@@ -39,7 +39,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def demo() -> None:
     from ldm.demo.shapes import HELD_OUT, caption
     from ldm.pipeline import StableDiffusion
-    from tests.ldm.demo.pixel_classifier import classify
+    from tests.ldm.demo.test_demo_model import judged
 
     captions = [caption(*c) for c in HELD_OUT]
     images = {}
@@ -56,10 +56,9 @@ def demo() -> None:
     for dtype, batch in images.items():
         colours = shapes = 0
         for text, image in zip(texts, batch):
-            _, fg, shape, _, _, bg, _ = text.split()
-            verdict = classify(image)
-            colours += verdict.foreground == fg and verdict.background == bg
-            shapes += verdict.shape == shape
+            _, both, shape_ok = judged(text, image)
+            colours += both
+            shapes += shape_ok
         print(f"  {dtype:8s}: both colours right {colours}/{len(batch)}, shape right {shapes}/{len(batch)}")
 
 
@@ -67,6 +66,7 @@ def full() -> None:
     from ldm.config import PRESETS
     from ldm.pipeline import StableDiffusion
     from tests.checkpoints_convert.test_save_original import randomise_
+    from tests.reference.original_ldm import relative_error
 
     for variant in ("v1", "v2"):
         with torch.device("meta"):
@@ -86,7 +86,7 @@ def full() -> None:
             want, got = runs[torch.float32][index], runs[torch.bfloat16][index]
             assert want.abs().max() > 0.1, "trivial reference"
             print(f"{variant} (random full-size weights), {what}: max relative error "
-                  f"{((got - want).abs().max() / want.abs().max()).item():.4f}, RMS relative error "
+                  f"{relative_error(got, want):.4f}, RMS relative error "
                   f"{((got - want).norm() / want.norm()).item():.4f}")
         del sd
 

@@ -23,7 +23,7 @@ from ldm.demo import CHECKPOINT
 from ldm.demo.shapes import TRAINING, caption
 from ldm.pipeline import StableDiffusion
 
-from .pixel_classifier import classify
+from .pixel_classifier import Verdict, classify
 
 ROOT = Path(__file__).resolve().parents[3]
 # 17 training combinations, spread over the list (every 9th), against the 17 held-out ones.
@@ -55,16 +55,21 @@ def sample_captions(combinations, folder: Path) -> list[tuple[str, Path]]:
     return pairs
 
 
+def judged(text: str, image: np.ndarray) -> tuple[Verdict, bool, bool]:
+    """The classifier's verdict on an image of caption `text`: (verdict, both colours right, shape right)."""
+    _, fg, shape, _, _, bg, _ = text.split()
+    verdict = classify(image)
+    return verdict, verdict.foreground == fg and verdict.background == bg, verdict.shape == shape
+
+
 def judge(pairs: list[tuple[str, Path]], title: str) -> tuple[float, float]:
     colours_right = shape_right = 0
     mistakes = Counter()
     for text, path in pairs:
-        _, fg, shape, _, _, bg, _ = text.split()
-        verdict = classify(np.asarray(Image.open(path).convert("RGB")))
-        both = verdict.foreground == fg and verdict.background == bg
+        verdict, both, shape_ok = judged(text, np.asarray(Image.open(path).convert("RGB")))
         colours_right += both
-        shape_right += verdict.shape == shape
-        if not both or verdict.shape != shape:
+        shape_right += shape_ok
+        if not both or not shape_ok:
             mistakes[f"{text} -> {verdict.foreground} {verdict.shape} on {verdict.background}"] += 1
     n = len(pairs)
     print(f"\n{title}: {n} images; both colours right {colours_right}/{n} = {colours_right / n:.0%}, "
