@@ -20,11 +20,13 @@ from torch import nn
 from checkpoints_convert import diffusers
 from checkpoints_convert.detect import probe_v_prediction
 from checkpoints_convert.load import read_original
+from checkpoints_convert.pages import FilePages
 from checkpoints_convert.remap import load_state
 from checkpoints_convert.save import to_original, write_checkpoint
 from samplers.schedule import NoiseSchedule
 from tokenizer import CLIPTokenizer
 
+from . import memory
 from .config import PRESETS, ModelConfig
 from .modules.autoencoder import AutoencoderKL
 from .modules.clip_text import CLIPTextEncoder
@@ -32,7 +34,7 @@ from .modules.midas import MiDaS
 from .modules.openclip_text import OpenCLIPTextEncoder
 from .modules.unet import UNet
 from .outputs import file_hash
-from .precision import warn_if_emulated
+from .precision import dtype_of, warn_if_emulated
 from .tasks.depth2img import depth2img, estimate_depth
 from .tasks.img2img import img2img
 from .tasks.inpaint import inpaint
@@ -84,6 +86,7 @@ class StableDiffusion(nn.Module):
         s = config.schedule
         self.schedule = NoiseSchedule.linear(s.num_timesteps, s.linear_start, s.linear_end)
         self.source: Path | None = None  # the file or folder the weights came from
+        self.vae_tile: int | None = None  # the VAE run in windows of this many latent pixels (memory.py)
 
     @property
     def model_name(self) -> str:
@@ -107,30 +110,41 @@ class StableDiffusion(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
+        """The dtype the UNet computes in (its weights', unless they are stored in another: memory.py)."""
+        return dtype_of(self.unet)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, variant: str | None = None, device: str | torch.device | None = None,
-                        dtype: torch.dtype | str | None = None, use_ema: bool = False) -> StableDiffusion:
+                        dtype: torch.dtype | str | None = None, use_ema: bool = False,
+                        low_memory: bool = False) -> StableDiffusion:
         """Load an original single-file checkpoint (.ckpt or .safetensors, by its bytes).
 
         variant: "v1", "v2", "v2-v", "v2-inpainting", "v2-depth", "x4-upscaler"; None detects it
         (a yaml beside the file, then the weights; see checkpoints_convert/detect.py).
+        dtype: what the networks compute in. low_memory: the switches of memory.enable_low_memory,
+        the weights read straight into their bfloat16 storage (the load never holds them in float32).
         """
         device = torch.device(device) if device is not None else default_device()
         dtype = resolve_dtype(device, dtype)
         warn_if_emulated(device, dtype)
+        storage = memory.storage_dtype(dtype) if low_memory else dtype
         checkpoint = read_original(path, variant, use_ema)
         config = checkpoint.config
         with torch.device("meta"):
             model = cls(config)
         # Copies, never views of the file: read_checkpoint maps it, and a mapped weight would change
-        # (or kill the process, SIGBUS) when the file is rewritten or truncated after loading.
-        state = {key: tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else None, copy=True)
-                 for key, tensor in checkpoint.state.items()}
+        # (or kill the process, SIGBUS) when the file is rewritten or truncated after loading. The
+        # file's pages under each copied tensor are handed back at once, so that the load's peak is
+        # the model's size, not the model's plus the file's (checkpoints_convert/pages.py).
+        pages, state = FilePages(path), {}
+        for key, tensor in checkpoint.state.items():
+            state[key] = tensor.to(device=device, dtype=storage if tensor.is_floating_point() else None, copy=True)
+            pages.release(tensor)
         load_state(model, state, f"{Path(path).name} ({config.name})", assign=True)
-        model = model.to(device=device, dtype=dtype).eval()
+        model = model.to(device=device, dtype=storage).eval()
         model.source = Path(path)
+        if low_memory:
+            memory.enable_low_memory(model, compute_dtype=dtype)
         if checkpoint.needs_prediction_probe:
             is_v, score = probe_v_prediction(model.unet, config.unet.context_dim)
             if is_v:
@@ -140,14 +154,15 @@ class StableDiffusion(nn.Module):
         return model
 
     @classmethod
-    def demo(cls, device: str | torch.device | None = None, dtype: torch.dtype | str | None = None) -> StableDiffusion:
+    def demo(cls, device: str | torch.device | None = None, dtype: torch.dtype | str | None = None,
+             low_memory: bool = False) -> StableDiffusion:
         """The small model shipped with the package (trained on the shapes dataset, docs/demo-model.md),
         loaded like any original checkpoint: its variant, "demo", is detected from the weights."""
         from .demo import CHECKPOINT
 
         if not CHECKPOINT.is_file():
             raise FileNotFoundError(f"the bundled demo model {CHECKPOINT} is missing; re-install the package")
-        return cls.from_checkpoint(CHECKPOINT, variant=None, device=device, dtype=dtype)
+        return cls.from_checkpoint(CHECKPOINT, variant=None, device=device, dtype=dtype, low_memory=low_memory)
 
     # The tasks (ldm/tasks/, one file each) are the methods themselves: sd.txt2img(...) is
     # txt2img(sd, ...), with its signature (keyword-only after the prompt) and its docstring.
@@ -157,6 +172,12 @@ class StableDiffusion(nn.Module):
     depth2img = depth2img
     estimate_depth = estimate_depth
     upscale = upscale
+
+    # The low-memory switches (ldm/memory.py), named as diffusers names them.
+    enable_vae_tiling = memory.enable_vae_tiling
+    enable_attention_slicing = memory.enable_attention_slicing
+    enable_forward_chunking = memory.enable_forward_chunking
+    enable_low_memory = memory.enable_low_memory
 
     def _set_config(self, config: ModelConfig) -> None:
         self.config, self.variant = config, config.name

@@ -28,8 +28,9 @@ from .warn import warn
 
 
 def dtype_of(module: nn.Module) -> torch.dtype:
-    """The float type of a network's weights: the one it computes in."""
-    return next(module.parameters()).dtype
+    """The float type a network computes in: its weights' dtype, or, for a network that stores them
+    in another (memory.enable_layerwise_casting), the `compute_dtype` it casts them to."""
+    return getattr(module, "compute_dtype", None) or next(module.parameters()).dtype
 
 
 def cpu_has_bfloat16() -> bool:

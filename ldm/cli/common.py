@@ -45,6 +45,10 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     add("--dtype", type=str, choices=["float32", "float16", "bfloat16"],
         help="the networks' dtype (default: float16 on CUDA, else float32); the sampler steps in float32")
     add("--bf16", action="store_true", help="the v2 scripts' flag: the same as --dtype bfloat16")
+    add("--low_memory", action="store_true",
+        help="optimizedSD's purpose: the weights stored in bfloat16 and computed in the --dtype, the VAE run in "
+             "tiles, the UNet's feed-forwards in chunks (ldm/memory.py); about half the peak memory, not the "
+             "same numbers")
 
 
 def resolve_ckpt(ckpt: str | None) -> Path:
@@ -127,9 +131,14 @@ def load_model(args: argparse.Namespace):
     precision = getattr(args, "precision", "autocast")
     dtype = args.dtype or ("float16" if precision == "autocast" and device.type == "cuda" else "float32")
     try:
+        low_memory = getattr(args, "low_memory", False)
         if Path(args.ckpt).is_dir():
-            return StableDiffusion.from_diffusers(args.ckpt, args.variant, resolve_dtype(device, dtype)).to(device)
-        return StableDiffusion.from_checkpoint(args.ckpt, variant=args.variant, device=device, dtype=dtype)
+            sd = StableDiffusion.from_diffusers(args.ckpt, args.variant, resolve_dtype(device, dtype)).to(device)
+            if low_memory:
+                sd.enable_low_memory()
+            return sd
+        return StableDiffusion.from_checkpoint(args.ckpt, variant=args.variant, device=device, dtype=dtype,
+                                               low_memory=low_memory)
     except KeyError as error:  # str() of a KeyError is the repr of its message: show the message
         raise UsageError(f"--ckpt {args.ckpt}: {error.args[0] if error.args else repr(error)}") from None
     except (ValueError, OSError) as error:

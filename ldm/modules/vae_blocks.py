@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import attention
+
 
 def group_norm(channels: int, groups: int) -> nn.GroupNorm:
     # The original's quirk: eps = 1e-6 here (PyTorch's default, used by the UNet, is 1e-5).
@@ -56,6 +58,7 @@ class AttentionBlock(nn.Module):
         self.to_k = nn.Conv2d(channels, channels, kernel_size=1)
         self.to_v = nn.Conv2d(channels, channels, kernel_size=1)
         self.to_out = nn.Conv2d(channels, channels, kernel_size=1)
+        self.mode, self.slice_size = "sdpa", 1024  # attention.py's modes (set_attention_mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [B, C, H, W] -> [B, C, H, W]
@@ -69,7 +72,7 @@ class AttentionBlock(nn.Module):
             return projection(normed).reshape(batch, 1, channels, height * width).transpose(2, 3).contiguous()
 
         # softmax(q k^T / sqrt(C)) v (Vaswani et al. 2017, eq. 1), one head of width C.
-        attended = F.scaled_dot_product_attention(tokens(self.to_q), tokens(self.to_k), tokens(self.to_v))
+        attended = attention(tokens(self.to_q), tokens(self.to_k), tokens(self.to_v), self.mode, self.slice_size)
         attended = attended.transpose(2, 3).reshape(batch, channels, height, width)
         return x + self.to_out(attended)
 

@@ -167,8 +167,12 @@ def prompts_for_images(prompt: str | Sequence[str], n: int, images: int) -> list
 def posterior_sample(sd: StableDiffusion, images: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
     """z = scale_factor * a sample of q(z | image) (the original's get_first_stage_encoding), the
     noise of each image's sample the next draw of that image's own generator."""
-    posterior = sd.vae.encode(images.to(dtype_of(sd.vae)))  # in the VAE's dtype, the sample in float32
-    mean, std = posterior.mean.float(), posterior.std.float()
+    def moments(window: torch.Tensor) -> torch.Tensor:  # in the VAE's dtype, the sample in float32
+        posterior = sd.vae.encode(window.to(dtype_of(sd.vae)))
+        return torch.cat([posterior.mean.float(), posterior.std.float()], dim=1)
+
+    # Whole, or in windows of sd.vae_tile latent pixels (memory.enable_vae_tiling), blended.
+    mean, std = tiled(moments, images, sd.vae_tile, down=sd.config.autoencoder.downsampling_factor).chunk(2, dim=1)
     eps = torch.stack([torch.randn(mean.shape[1:], generator=g) for g in generators]).to(mean)
     return (mean + std * eps) * sd.config.scale_factor
 
@@ -244,9 +248,10 @@ def finish(sd: StableDiffusion, z: torch.Tensor, output: str, *, prompts: list[s
     task's settings for parameters_text (negative_prompt, steps, sampler, ...). crop (height, width):
     the decoded images' top-left part to keep (a task that padded its input). tile: the decoder run
     on overlapping windows of that many latent pixels, blended (tiles.py), with a progress bar over
-    them when `progress`; None: whole."""
+    them when `progress`; None: sd.vae_tile (memory.enable_vae_tiling; None there too: whole)."""
     if output == "latent":
         return z
+    tile = sd.vae_tile if tile is None else tile
     decoded = tiled(lambda latent: decode(sd.vae, latent), z / sd.config.scale_factor, tile,
                     scale=sd.config.autoencoder.downsampling_factor, progress="VAE tiles" if progress else None)
     images = ((decoded + 1) / 2).clamp(0, 1)

@@ -71,13 +71,15 @@ def overlap_for(tile: int) -> int:
 
 
 def tiled(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int | None, *, scale: int = 1,
-          overlap: int | None = None, progress: str | None = None) -> torch.Tensor:
-    """f over x [B, C, H, W] in windows of tile x tile (overlapping by at least `overlap`, by default
-    overlap_for(tile)), blended as Phi above. f maps a [B, C, h, w] window to [B, C', scale*h,
-    scale*w] (scale 1: the UNet; the VAE decoder's factor: the decoder); the weights are laid out at
-    the output's resolution. tile None, or no smaller than x, is f(x) itself. progress: a label for
-    a progress bar over the windows (None: no bar)."""
-    height, width = x.shape[2:]
+          down: int = 1, overlap: int | None = None, progress: str | None = None) -> torch.Tensor:
+    """f over x [B, C, H, W] in windows of tile x tile on the grid of x's size / `down` (overlapping
+    by at least `overlap`, by default overlap_for(tile)), blended as Phi above. f maps a [B, C,
+    down*h, down*w] window to [B, C', scale*h, scale*w]: the UNet has scale 1 and down 1, the VAE
+    decoder scale 8 (a latent window to its pixels), the VAE encoder down 8 (the pixels of a latent
+    window to it), so that every window is a whole number of latent pixels. The weights are laid out
+    at the output's resolution. tile None, or no smaller than the grid, is f(x) itself. progress: a
+    label for a progress bar over the windows (None: no bar)."""
+    height, width = x.shape[2] // down, x.shape[3] // down
     if tile is None or (height <= tile and width <= tile):
         return f(x)
     overlap = overlap_for(tile) if overlap is None else overlap
@@ -87,7 +89,7 @@ def tiled(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int 
     total = weights = None
     windows = [(i, top, j, left) for i, top in enumerate(rows) for j, left in enumerate(columns)]
     for i, top, j, left in tqdm(windows, desc=progress, disable=progress is None, leave=False):
-        out = f(x[:, :, top:top + h, left:left + w])
+        out = f(x[:, :, top * down:(top + h) * down, left * down:(left + w) * down])
         if total is None:
             total = out.new_zeros(*out.shape[:2], height * scale, width * scale)
             weights = out.new_zeros(height * scale, width * scale)

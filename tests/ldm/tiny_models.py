@@ -21,7 +21,7 @@ TINY_MIDAS = MiDaSConfig(resnet_layers=(1, 1, 1), stem_width=32, width=64, layer
                          features=32)
 TINY_DEPTH = replace(DEMO, name="demo-depth", unet=replace(DEMO.unet, in_channels=5), task="depth2img",
                      depth_model=TINY_MIDAS)
-TINY = {config.name: config for config in (TINY_INPAINTING, TINY_UPSCALER, TINY_DEPTH)}
+TINY = {config.name: config for config in (DEMO, TINY_INPAINTING, TINY_UPSCALER, TINY_DEPTH)}
 
 
 def tiny_command(sd, tmp_path: Path, monkeypatch, command: str, *args: str) -> subprocess.CompletedProcess:

@@ -1,0 +1,140 @@
+"""The low-memory switches: what the `optimizedSD` scripts did to run SD in 8 GB, and diffusers'
+`enable_*` switches, as settings of the same modules (DESIGN.md rule 11). Each is a method of
+StableDiffusion; `enable_low_memory` turns on the ones that pay on the model's device.
+
+- Layerwise casting (`enable_layerwise_casting`): the weights are STORED in bfloat16, half their
+  float32 memory, and each layer's weights are cast to the compute dtype (float32) just before the
+  layer runs and back just after; only one layer's float32 copy exists at a time. optimizedSD keeps
+  its weights in half precision for the same reason (`model.half()`); the computation stays float32,
+  so a run is exactly the float32 run of a model whose weights were rounded to bfloat16 (tested).
+- VAE tiling (`enable_vae_tiling`): the decoder and the encoder run on overlapping windows of
+  `tile` latent pixels, blended (tasks/tiles.py), so their activations grow with the window, not the
+  image: a 2048x2048 decode fits in a few GB. Not the untiled numbers: a window's pixels near its
+  edge see less of the latent than the whole decode does (the bound is measured in
+  tests/ldm/test_memory.py and docs/performance.md).
+- Feed-forward chunking (`enable_forward_chunking`): the UNet's GEGLU feed-forward, whose inner
+  projection is its largest activation, over chunks of tokens (each token's output is its own).
+- Attention slicing (`enable_attention_slicing`): the UNet's and the VAE's attention computed over
+  chunks of `slice_size` queries, so the [queries, keys] score matrix is never whole. torch's fused
+  attention (the default, "sdpa") already never builds it on the CPU and on CUDA, where slicing
+  only costs time and memory (measured, docs/performance.md); it pays where SDPA falls back to the
+  plain formula, and `enable_low_memory` leaves it off.
+
+What the switches cannot change: with every weight in float32, the weights alone (4.0 GiB for v1)
+are most of a run's peak; `enable_low_memory` halves them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from .modules.attention import FeedForward, set_attention_mode
+from .precision import dtype_of
+
+if TYPE_CHECKING:
+    from .pipeline import StableDiffusion
+
+# enable_vae_tiling's default: 32 latent pixels (256 image pixels) a window, overlapping by 8.
+VAE_TILE = 32
+
+
+def networks(sd: StableDiffusion) -> dict[str, nn.Module]:
+    """The model's networks by name (MiDaS only where the model carries it)."""
+    found = {"unet": sd.unet, "vae": sd.vae, "text_encoder": sd.text_encoder}
+    if sd.depth_model is not None:
+        found["depth_model"] = sd.depth_model
+    return found
+
+
+def _own_weights(layer: nn.Module) -> dict[str, torch.Tensor]:
+    """The layer's own floating parameters and buffers (not its children's), by name."""
+    own = {**dict(layer.named_parameters(recurse=False)), **dict(layer.named_buffers(recurse=False))}
+    return {name: tensor for name, tensor in own.items() if tensor.is_floating_point()}
+
+
+def _point(layer: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Make the layer's weights these tensors (a parameter keeps its identity, only its data changes)."""
+    for name, tensor in weights.items():
+        if name in layer._parameters:
+            layer._parameters[name].data = tensor
+        else:
+            layer._buffers[name] = tensor
+
+
+def enable_layerwise_casting(module: nn.Module, storage_dtype: torch.dtype = torch.bfloat16,
+                             compute_dtype: torch.dtype | None = None) -> None:
+    """Store `module`'s weights in storage_dtype and compute each layer in compute_dtype (None: the
+    dtype the weights have now); precision.dtype_of reports compute_dtype from then on.
+
+    A layer here is a module with weights of its own and none below it (a Linear, a convolution, a
+    norm, an embedding); the few modules that hold a weight beside such layers (a position
+    embedding) keep theirs in compute_dtype, rounded to storage_dtype. Before a layer runs, its
+    stored weights are cast to compute_dtype; after, the layer points back at the stored ones and
+    the cast copy is freed. The
+    stored tensors are never rebuilt, so each call allocates and frees one layer's copy, nothing else."""
+    if getattr(module, "compute_dtype", None) is not None:
+        raise ValueError(f"{type(module).__name__} already stores its weights in another dtype than it computes "
+                         f"in ({module.compute_dtype}); enable layerwise casting once")
+    compute_dtype = compute_dtype or next(module.parameters()).dtype
+    for layer in module.modules():
+        own = _own_weights(layer)
+        if not own:
+            continue
+        below = any(_own_weights(child) for child in layer.modules() if child is not layer)
+        if below or storage_dtype == compute_dtype:  # rounded as the stored ones, so that every weight is
+            _point(layer, {name: tensor.to(storage_dtype).to(compute_dtype) for name, tensor in own.items()})
+            continue
+        # .data: a tensor object of its own, even when .to() has nothing to convert (the parameter
+        # itself would come back, and casting it up would cast the stored weight up for good).
+        stored = {name: tensor.data.to(storage_dtype) for name, tensor in own.items()}
+        _point(layer, stored)
+        layer.register_forward_pre_hook(
+            lambda layer, args, stored=stored: _point(layer, {n: t.to(compute_dtype) for n, t in stored.items()}))
+        layer.register_forward_hook(lambda layer, args, output, stored=stored: _point(layer, stored))
+    module.compute_dtype = compute_dtype
+
+
+def enable_vae_tiling(sd: StableDiffusion, tile: int | None = VAE_TILE) -> None:
+    """Decode and encode in windows of `tile` latent pixels (None: whole, the default)."""
+    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 8):
+        raise ValueError(f"tile={tile!r}: must be None or an int >= 8 (the side of a window, in latent pixels; "
+                         f"{VAE_TILE} is {VAE_TILE * sd.config.autoencoder.downsampling_factor} image pixels)")
+    sd.vae_tile = tile
+
+
+def enable_attention_slicing(sd: StableDiffusion, slice_size: int | None = 1024) -> None:
+    """The UNet's and the VAE's attention over chunks of slice_size queries (None: back to SDPA)."""
+    if slice_size is not None and (isinstance(slice_size, bool) or not isinstance(slice_size, int)
+                                   or slice_size < 1):
+        raise ValueError(f"slice_size={slice_size!r}: must be None or a positive int (queries per chunk)")
+    for network in (sd.unet, sd.vae):
+        set_attention_mode(network, "sdpa" if slice_size is None else "sliced", slice_size)
+
+
+def enable_forward_chunking(sd: StableDiffusion, chunk_size: int | None = 1024) -> None:
+    """The UNet's feed-forwards over chunks of chunk_size tokens (None: all at once)."""
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size={chunk_size!r}: must be None or a positive int (tokens per chunk)")
+    for module in sd.unet.modules():
+        if isinstance(module, FeedForward):
+            module.chunk_size = chunk_size
+
+
+def storage_dtype(compute_dtype: torch.dtype) -> torch.dtype:
+    """Where enable_low_memory stores weights that compute in compute_dtype: bfloat16 for float32
+    (half the memory, the exponent range kept); a half-precision model stores them as they are."""
+    return torch.bfloat16 if compute_dtype == torch.float32 else compute_dtype
+
+
+def enable_low_memory(sd: StableDiffusion, vae_tile: int = VAE_TILE, compute_dtype: torch.dtype | None = None) -> None:
+    """optimizedSD's purpose on this model: every network's weights stored in storage_dtype() and
+    computed in compute_dtype (None: the dtype they have now), the VAE tiled, the feed-forwards
+    chunked. Attention stays SDPA (see above)."""
+    for network in networks(sd).values():
+        compute = compute_dtype or dtype_of(network)
+        enable_layerwise_casting(network, storage_dtype(compute), compute)
+    enable_vae_tiling(sd, vae_tile)
+    enable_forward_chunking(sd)
