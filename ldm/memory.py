@@ -20,12 +20,17 @@ StableDiffusion; `enable_low_memory` turns on the ones that pay on the model's d
   only costs time and memory (measured, docs/performance.md); it pays where SDPA falls back to the
   plain formula, and `enable_low_memory` leaves it off.
 
+- The allocator (`return_freed_memory`, glibc): blocks of 128 KiB and more go back to the system
+  as soon as they are freed, instead of staying in the heap; without it the run's resident memory
+  creeps a few hundred MB above what it holds (measured, docs/performance.md).
+
 What the switches cannot change: with every weight in float32, the weights alone (4.0 GiB for v1)
 are most of a run's peak; `enable_low_memory` halves them.
 """
 
 from __future__ import annotations
 
+import ctypes
 from typing import TYPE_CHECKING
 
 import torch
@@ -36,6 +41,8 @@ from .precision import dtype_of
 
 if TYPE_CHECKING:
     from .pipeline import StableDiffusion
+
+M_MMAP_THRESHOLD = -3  # <malloc.h>
 
 # enable_vae_tiling's default: 32 latent pixels (256 image pixels) a window, overlapping by 8.
 VAE_TILE = 32
@@ -64,6 +71,18 @@ def _point(layer: nn.Module, weights: dict[str, torch.Tensor]) -> None:
             layer._buffers[name] = tensor
 
 
+def _cast_up(layer: nn.Module, compute_dtype: torch.dtype) -> None:
+    """Before the layer runs: its weights in compute_dtype, the stored ones kept aside. (.data: a
+    tensor object of its own, so that pointing the parameter elsewhere leaves the stored one be.)"""
+    layer._stored_weights = {name: tensor.data for name, tensor in _own_weights(layer).items()}
+    _point(layer, {name: tensor.to(compute_dtype) for name, tensor in layer._stored_weights.items()})
+
+
+def _cast_back(layer: nn.Module) -> None:
+    """After the layer ran: back to the stored weights; the cast copy is freed."""
+    _point(layer, layer.__dict__.pop("_stored_weights"))
+
+
 def enable_layerwise_casting(module: nn.Module, storage_dtype: torch.dtype = torch.bfloat16,
                              compute_dtype: torch.dtype | None = None) -> None:
     """Store `module`'s weights in storage_dtype and compute each layer in compute_dtype (None: the
@@ -73,8 +92,8 @@ def enable_layerwise_casting(module: nn.Module, storage_dtype: torch.dtype = tor
     norm, an embedding); the few modules that hold a weight beside such layers (a position
     embedding) keep theirs in compute_dtype, rounded to storage_dtype. Before a layer runs, its
     stored weights are cast to compute_dtype; after, the layer points back at the stored ones and
-    the cast copy is freed. The
-    stored tensors are never rebuilt, so each call allocates and frees one layer's copy, nothing else."""
+    the cast copy is freed: one layer's copy at a time. Whatever holds the stored weights between
+    calls is what the layer's parameters are, so `.to(device)` moves them as any module's."""
     if getattr(module, "compute_dtype", None) is not None:
         raise ValueError(f"{type(module).__name__} already stores its weights in another dtype than it computes "
                          f"in ({module.compute_dtype}); enable layerwise casting once")
@@ -84,16 +103,12 @@ def enable_layerwise_casting(module: nn.Module, storage_dtype: torch.dtype = tor
         if not own:
             continue
         below = any(_own_weights(child) for child in layer.modules() if child is not layer)
-        if below or storage_dtype == compute_dtype:  # rounded as the stored ones, so that every weight is
-            _point(layer, {name: tensor.to(storage_dtype).to(compute_dtype) for name, tensor in own.items()})
+        if below or storage_dtype == compute_dtype:  # rounded as the stored ones: every weight a bfloat16 value
+            _point(layer, {name: tensor.data.to(storage_dtype).to(compute_dtype) for name, tensor in own.items()})
             continue
-        # .data: a tensor object of its own, even when .to() has nothing to convert (the parameter
-        # itself would come back, and casting it up would cast the stored weight up for good).
-        stored = {name: tensor.data.to(storage_dtype) for name, tensor in own.items()}
-        _point(layer, stored)
-        layer.register_forward_pre_hook(
-            lambda layer, args, stored=stored: _point(layer, {n: t.to(compute_dtype) for n, t in stored.items()}))
-        layer.register_forward_hook(lambda layer, args, output, stored=stored: _point(layer, stored))
+        _point(layer, {name: tensor.data.to(storage_dtype) for name, tensor in own.items()})
+        layer.register_forward_pre_hook(lambda layer, args: _cast_up(layer, compute_dtype))
+        layer.register_forward_hook(lambda layer, args, output: _cast_back(layer))
     module.compute_dtype = compute_dtype
 
 
@@ -123,6 +138,19 @@ def enable_forward_chunking(sd: StableDiffusion, chunk_size: int | None = 1024) 
             module.chunk_size = chunk_size
 
 
+def return_freed_memory() -> bool:
+    """glibc only: blocks of 128 KiB and more are mapped and unmapped on their own (mallopt
+    M_MMAP_THRESHOLD), so that a freed activation or cast weight goes back to the system at once.
+    By default glibc raises that threshold up to 32 MiB as large blocks are freed and keeps what is
+    freed below it in its heap, where the next, differently sized block may not fit: the run's
+    resident memory creeps above what it holds. The whole process is affected. -> whether it was set."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024))
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): its allocator as it is
+        return False
+
+
 def storage_dtype(compute_dtype: torch.dtype) -> torch.dtype:
     """Where enable_low_memory stores weights that compute in compute_dtype: bfloat16 for float32
     (half the memory, the exponent range kept); a half-precision model stores them as they are."""
@@ -132,9 +160,11 @@ def storage_dtype(compute_dtype: torch.dtype) -> torch.dtype:
 def enable_low_memory(sd: StableDiffusion, vae_tile: int = VAE_TILE, compute_dtype: torch.dtype | None = None) -> None:
     """optimizedSD's purpose on this model: every network's weights stored in storage_dtype() and
     computed in compute_dtype (None: the dtype they have now), the VAE tiled, the feed-forwards
-    chunked. Attention stays SDPA (see above)."""
+    chunked, freed memory handed back to the system at once (return_freed_memory). Attention stays
+    SDPA (see above)."""
     for network in networks(sd).values():
         compute = compute_dtype or dtype_of(network)
         enable_layerwise_casting(network, storage_dtype(compute), compute)
     enable_vae_tiling(sd, vae_tile)
     enable_forward_chunking(sd)
+    return_freed_memory()

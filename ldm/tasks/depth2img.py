@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..modules.midas.transform import midas_input
+from ..precision import dtype_of
 from .common import (check_model, check_output, check_sampling, effective_eta, finish, generators_for,
                      guidance_contexts, image_to_tensor, posterior_sample, prompts_for_images, run_sampler, seeds_for)
 from .img2img import check_strength
@@ -49,7 +50,7 @@ def estimate_depth(sd: StableDiffusion, image) -> torch.Tensor:
     check_depth_model(sd)
     images = image_to_tensor(image, sd.config.autoencoder.downsampling_factor * sd.unet.downsampling_factor)
     images = images.to(sd.device)
-    return sd.depth_model(midas_input(images).to(next(sd.depth_model.parameters()).dtype)).float()
+    return sd.depth_model(midas_input(images).to(dtype_of(sd.depth_model))).float()
 
 
 def depth_image(depth: torch.Tensor) -> list[Image.Image]:

@@ -16,7 +16,17 @@ from ldm.pipeline import StableDiffusion
 from ldm.tasks.common import finish, posterior_sample
 from tests.reference.run_original import randomise
 
-from .tiny_models import tiny_command
+from .tiny_models import TINY_DEPTH, tiny_command
+
+
+@pytest.fixture(autouse=True)
+def allocator_untouched(monkeypatch) -> list[bool]:
+    """enable_low_memory changes glibc's allocator for the whole process (memory.return_freed_memory);
+    here it is recorded instead, so that the rest of the test run keeps the default allocator. The
+    command-line test runs the real one, in its own process."""
+    calls: list[bool] = []
+    monkeypatch.setattr(memory, "return_freed_memory", lambda: calls.append(True) or True)
+    return calls
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +63,32 @@ def test_layerwise_casting_is_the_float32_run_of_the_weights_rounded_to_bfloat16
     assert sum(t.nbytes for t in stored) < 0.51 * sum(t.nbytes for t in rounded.state_dict().values())
 
 
+def test_layerwise_casting_reaches_midas_too():
+    """The depth model's MiDaS (its weight-standardised convolutions cast their weights in forward)."""
+    torch.manual_seed(0)
+    sd = StableDiffusion(TINY_DEPTH).eval()
+    randomise(sd, seed=6)
+    rounded, cast = copy.deepcopy(sd), copy.deepcopy(sd)
+    with torch.no_grad():
+        for tensor in rounded.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.bfloat16().float())
+    cast.enable_low_memory()
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    expected = rounded.estimate_depth(image)
+    stored = list(cast.depth_model.parameters())
+    in_bf16 = sum(p.numel() for p in stored if p.dtype == torch.bfloat16) / sum(p.numel() for p in stored)
+    assert in_bf16 > 0.9 and expected.std() > 1e-3
+    assert torch.equal(cast.estimate_depth(image), expected)
+
+
 def test_from_checkpoint_low_memory_reads_the_weights_into_bfloat16_and_runs_as_the_switches_turned_on_later(
-        random_sd, tmp_path):
+        random_sd, tmp_path, allocator_untouched):
     path = random_sd.save_checkpoint(tmp_path / "random.safetensors")
     low = StableDiffusion.from_checkpoint(path, device="cpu", low_memory=True)
     later = StableDiffusion.from_checkpoint(path, device="cpu")
     later.enable_low_memory()
+    assert allocator_untouched == [True, True]
     assert low.dtype == torch.float32 and low.vae_tile == memory.VAE_TILE
     assert next(low.unet.parameters()).dtype == torch.bfloat16
     for a, b in zip(latent_and_images(low), latent_and_images(later)):
@@ -151,6 +181,19 @@ def test_one_window_covering_the_image_is_the_whole_run_bit_for_bit(demo):
             demo.enable_vae_tiling(None)
 
 
+def test_the_allocator_setting_takes_on_glibc():
+    """return_freed_memory in a process of its own (it changes the allocator for good): True on this
+    project's Linux (glibc) machines."""
+    import subprocess
+    import sys
+
+    from .tiny_models import ROOT
+
+    script = "from ldm.memory import return_freed_memory; print(return_freed_memory())"
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "True", result.stderr[-1000:]
+
+
 @pytest.mark.parametrize("call, words", [
     (lambda sd: sd.enable_vae_tiling(4), "tile=4: must be None or an int >= 8"),
     (lambda sd: sd.enable_vae_tiling(True), "tile=True"),
@@ -171,7 +214,7 @@ def test_the_command_line_low_memory_flag_writes_what_the_library_makes(random_s
     assert result.returncode == 0, result.stderr[-2000:]
     written = sorted((tmp_path / "out" / "samples").glob("*.png"))
     low = copy.deepcopy(random_sd)
-    low.enable_low_memory()
+    low.enable_low_memory()  # the allocator setting changes where memory lives, never a number
     expected = low.txt2img("a red circle", steps=3, seed=7, height=64, width=64, progress=False)[0]
     from PIL import Image
 
