@@ -8,6 +8,7 @@ import copy
 
 import pytest
 import torch
+from PIL import Image
 
 from ldm import memory
 from ldm.config import DEMO
@@ -36,6 +37,16 @@ def random_sd() -> StableDiffusion:
     return sd
 
 
+def rounded_to_bfloat16(sd: StableDiffusion) -> StableDiffusion:
+    """A float32 copy of sd whose every weight is rounded to the nearest bfloat16 value."""
+    rounded = copy.deepcopy(sd)
+    with torch.no_grad():
+        for tensor in rounded.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.bfloat16().float())
+    return rounded
+
+
 def latent_and_images(sd: StableDiffusion) -> tuple[torch.Tensor, torch.Tensor]:
     latent = sd.txt2img("a red circle", steps=3, seed=7, height=64, width=64, output="latent", progress=False)
     images = finish(sd, latent, "tensor", prompts=["a red circle"], seeds=[7])
@@ -45,12 +56,7 @@ def latent_and_images(sd: StableDiffusion) -> tuple[torch.Tensor, torch.Tensor]:
 def test_layerwise_casting_is_the_float32_run_of_the_weights_rounded_to_bfloat16(random_sd):
     """Stored in bfloat16, computed in float32: bit for bit the float32 model whose weights were
     rounded to bfloat16, and its weights take half the memory."""
-    rounded = copy.deepcopy(random_sd)
-    with torch.no_grad():
-        for tensor in rounded.state_dict().values():
-            if tensor.is_floating_point():
-                tensor.copy_(tensor.bfloat16().float())
-    cast = copy.deepcopy(random_sd)
+    rounded, cast = rounded_to_bfloat16(random_sd), copy.deepcopy(random_sd)
     for network in memory.networks(cast).values():
         memory.enable_layerwise_casting(network, torch.bfloat16)
     expected, got = latent_and_images(rounded), latent_and_images(cast)
@@ -68,11 +74,7 @@ def test_layerwise_casting_reaches_midas_too():
     torch.manual_seed(0)
     sd = StableDiffusion(TINY_DEPTH).eval()
     randomise(sd, seed=6)
-    rounded, cast = copy.deepcopy(sd), copy.deepcopy(sd)
-    with torch.no_grad():
-        for tensor in rounded.state_dict().values():
-            if tensor.is_floating_point():
-                tensor.copy_(tensor.bfloat16().float())
+    rounded, cast = rounded_to_bfloat16(sd), copy.deepcopy(sd)
     cast.enable_low_memory()
     image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2)) * 2 - 1
     expected = rounded.estimate_depth(image)
@@ -216,6 +218,4 @@ def test_the_command_line_low_memory_flag_writes_what_the_library_makes(random_s
     low = copy.deepcopy(random_sd)
     low.enable_low_memory()  # the allocator setting changes where memory lives, never a number
     expected = low.txt2img("a red circle", steps=3, seed=7, height=64, width=64, progress=False)[0]
-    from PIL import Image
-
     assert len(written) == 1 and Image.open(written[0]).tobytes() == expected.tobytes()
