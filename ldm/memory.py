@@ -19,7 +19,6 @@ StableDiffusion; `enable_low_memory` turns on the ones that pay on the model's d
   attention (the default, "sdpa") already never builds it on the CPU and on CUDA, where slicing
   only costs time and memory (measured, docs/performance.md); it pays where SDPA falls back to the
   plain formula, and `enable_low_memory` leaves it off.
-
 - The allocator (`return_freed_memory`, glibc): blocks of 128 KiB and more go back to the system
   as soon as they are freed, instead of staying in the heap; without it the run's resident memory
   creeps a few hundred MB above what it holds (measured, docs/performance.md).
@@ -97,7 +96,7 @@ def enable_layerwise_casting(module: nn.Module, storage_dtype: torch.dtype = tor
     if getattr(module, "compute_dtype", None) is not None:
         raise ValueError(f"{type(module).__name__} already stores its weights in another dtype than it computes "
                          f"in ({module.compute_dtype}); enable layerwise casting once")
-    compute_dtype = compute_dtype or next(module.parameters()).dtype
+    compute_dtype = compute_dtype or dtype_of(module)
     for layer in module.modules():
         own = _own_weights(layer)
         if not own:
@@ -112,27 +111,30 @@ def enable_layerwise_casting(module: nn.Module, storage_dtype: torch.dtype = tor
     module.compute_dtype = compute_dtype
 
 
+def _check_size(name: str, value, least: int, meaning: str) -> None:
+    """A switch's size: None (off) or an int of at least `least`; refused by name otherwise."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+        must = "a positive int" if least == 1 else f"an int >= {least}"
+        raise ValueError(f"{name}={value!r}: must be None or {must} ({meaning})")
+
+
 def enable_vae_tiling(sd: StableDiffusion, tile: int | None = VAE_TILE) -> None:
     """Decode and encode in windows of `tile` latent pixels (None: whole, the default)."""
-    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 8):
-        raise ValueError(f"tile={tile!r}: must be None or an int >= 8 (the side of a window, in latent pixels; "
-                         f"{VAE_TILE} is {VAE_TILE * sd.config.autoencoder.downsampling_factor} image pixels)")
+    _check_size("tile", tile, 8, f"the side of a window, in latent pixels; {VAE_TILE} is "
+                                 f"{VAE_TILE * sd.config.autoencoder.downsampling_factor} image pixels")
     sd.vae_tile = tile
 
 
 def enable_attention_slicing(sd: StableDiffusion, slice_size: int | None = 1024) -> None:
     """The UNet's and the VAE's attention over chunks of slice_size queries (None: back to SDPA)."""
-    if slice_size is not None and (isinstance(slice_size, bool) or not isinstance(slice_size, int)
-                                   or slice_size < 1):
-        raise ValueError(f"slice_size={slice_size!r}: must be None or a positive int (queries per chunk)")
+    _check_size("slice_size", slice_size, 1, "queries per chunk")
     for network in (sd.unet, sd.vae):
         set_attention_mode(network, "sdpa" if slice_size is None else "sliced", slice_size)
 
 
 def enable_forward_chunking(sd: StableDiffusion, chunk_size: int | None = 1024) -> None:
     """The UNet's feed-forwards over chunks of chunk_size tokens (None: all at once)."""
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"chunk_size={chunk_size!r}: must be None or a positive int (tokens per chunk)")
+    _check_size("chunk_size", chunk_size, 1, "tokens per chunk")
     for module in sd.unet.modules():
         if isinstance(module, FeedForward):
             module.chunk_size = chunk_size
