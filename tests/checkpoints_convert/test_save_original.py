@@ -24,6 +24,7 @@ from checkpoints_convert.read import read_checkpoint
 from checkpoints_convert.save import write_checkpoint
 from ldm.config import PRESETS
 from ldm.pipeline import StableDiffusion
+from tests.ldm.one_run import latent_and_image
 from tests.reference.original_configs import FIRST_STAGE_PARAMS as FIRST_STAGE
 from tests.reference.original_configs import UNET_PARAMS as ORIGINAL_UNET_PARAMS
 from tests.reference.original_ldm import relative_error, run_original
@@ -104,12 +105,10 @@ def test_the_original_code_loads_our_checkpoint(tmp_path, variant, name):
         ours = {"unet": sd.unet(inputs["x"], inputs["t"], inputs["context"]),
                 "decoded": sd.vae.decode(inputs["z"] / config.scale_factor),
                 "text": sd.text_encoder(inputs["tokens"])}
-        ours["txt2img_latent"] = sd.txt2img(prompts, negative_prompt=negative, steps=run["steps"],
-                                            sampler=run["sampler"], guidance_scale=run["scale"], eta=run["eta"],
-                                            x_T=inputs["x_T"], output="latent", progress=False)
-        ours["txt2img_image"] = sd.txt2img(prompts, negative_prompt=negative, steps=run["steps"],
-                                           sampler=run["sampler"], guidance_scale=run["scale"], eta=run["eta"],
-                                           x_T=inputs["x_T"], output="tensor", progress=False)
+        both = latent_and_image(sd.txt2img, prompts, negative_prompt=negative, steps=run["steps"],
+                                sampler=run["sampler"], guidance_scale=run["scale"], eta=run["eta"],
+                                x_T=inputs["x_T"], progress=False)
+        ours["txt2img_latent"], ours["txt2img_image"] = both["latent"], both["tensor"]
     for output, value in ours.items():
         assert reference[output].std() > 0.1
         error = relative_error(value, reference[output])

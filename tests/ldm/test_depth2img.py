@@ -22,6 +22,7 @@ from ldm.pipeline import StableDiffusion
 from ldm.tasks.depth2img import depth_condition, depth_image
 from samplers import SAMPLERS
 from tests.checkpoints_convert.test_save_original import saved_and_loaded_back
+from tests.ldm.one_run import latent_and_image
 from tests.ldm.tiny_models import TINY_DEPTH, TINY_MIDAS, tiny_command
 from tests.reference.original_configs import FIRST_STAGE_PARAMS as FIRST_STAGE
 from tests.reference.original_configs import UNET_PARAMS as ORIGINAL_UNET_PARAMS
@@ -80,10 +81,9 @@ def test_depth2img_matches_the_original_gradio_pipeline_through_an_original_chec
                   "original MiDaSInference on AddMiDaS (OpenCV)", error, TOLERANCE)
     assert error <= TOLERANCE
     for strength in STRENGTHS:
-        ours = {output: sd.depth2img(inputs["depth_image"], prompts, negative_prompt=negative, strength=strength,
-                                     steps=run["steps"], guidance_scale=run["scale"], eta=run["eta"], seed=seeds[0],
-                                     x_T=x_T, output=output, progress=False)
-                for output in ("latent", "tensor")}
+        ours = latent_and_image(sd.depth2img, inputs["depth_image"], prompts, negative_prompt=negative,
+                                strength=strength, steps=run["steps"], guidance_scale=run["scale"], eta=run["eta"],
+                                seed=seeds[0], x_T=x_T, progress=False)
         for name, output in (("depth2img_latent", "latent"), ("depth2img_image", "tensor")):
             expected = reference[f"{name}_{strength}"]
             assert expected.std() > 0.1

@@ -18,6 +18,7 @@ from PIL import Image
 from ldm.config import PRESETS
 from ldm.pipeline import StableDiffusion
 from tests.checkpoints_convert.test_save_original import saved_and_loaded_back
+from tests.ldm.one_run import latent_and_image
 from tests.ldm.tiny_models import TINY_INPAINTING, tiny_command
 from tests.reference.original_configs import FIRST_STAGE_PARAMS as FIRST_STAGE
 from tests.reference.original_configs import UNET_PARAMS as ORIGINAL_UNET_PARAMS
@@ -76,10 +77,9 @@ def test_inpaint_matches_the_original_gradio_pipeline_through_an_original_checkp
     assert report == {"missing": expected_missing, "unexpected": []}
 
     with pytest.warns(UserWarning, match="the mask has grey values; it was binarised at 0.5"):
-        ours = {output: sd.inpaint(inputs["inpaint_image"], inputs["inpaint_mask"], prompts, negative_prompt=negative,
-                                   steps=run["steps"], guidance_scale=run["scale"], eta=run["eta"], seed=seeds[0],
-                                   x_T=inputs["inpaint_x_T"], output=output, progress=False)
-                for output in ("latent", "tensor")}
+        ours = latent_and_image(sd.inpaint, inputs["inpaint_image"], inputs["inpaint_mask"], prompts,
+                                negative_prompt=negative, steps=run["steps"], guidance_scale=run["scale"],
+                                eta=run["eta"], seed=seeds[0], x_T=inputs["inpaint_x_T"], progress=False)
     for name, output in (("inpaint_latent", "latent"), ("inpaint_image", "tensor")):
         expected = reference[name]
         assert expected.std() > 0.1

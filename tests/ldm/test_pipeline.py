@@ -12,6 +12,7 @@ from PIL import Image
 
 from ldm.config import DEMO
 from ldm.pipeline import StableDiffusion
+from tests.ldm.one_run import latent_and_image
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +31,14 @@ def test_outputs_and_default_size(sd):
     decoded = ((sd.vae.decode(latent / DEMO.scale_factor) + 1) / 2).clamp(0, 1)
     assert torch.allclose(decoded, tensor, atol=1e-6)
 
+
+
+def test_one_watched_run_gives_what_the_two_outputs_give(sd):
+    """tests/ldm/one_run.py, which the full-size parity tests use instead of sampling twice."""
+    both = latent_and_image(sd.txt2img, "a red circle", steps=2, seed=1, n=2, progress=False)
+    latent = sd.txt2img("a red circle", steps=2, seed=1, n=2, output="latent", progress=False)
+    tensor = sd.txt2img("a red circle", steps=2, seed=1, n=2, output="tensor", progress=False)
+    assert latent.std() > 0.1 and torch.equal(both["latent"], latent) and torch.equal(both["tensor"], tensor)
 
 def test_each_image_has_its_own_seed(sd):
     batch = sd.txt2img("a cat", steps=3, seed=10, n=3, output="latent", progress=False)

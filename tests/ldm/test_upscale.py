@@ -18,6 +18,7 @@ from ldm.pipeline import StableDiffusion
 from ldm.tasks.tiles import AUTO_TILE
 from ldm.tasks.upscale import tile_for
 from tests.checkpoints_convert.test_save_original import saved_and_loaded_back
+from tests.ldm.one_run import latent_and_image
 from tests.ldm.tiny_models import TINY_UPSCALER, tiny_command
 from tests.reference.original_configs import FIRST_STAGE_PARAMS as FIRST_STAGE
 from tests.reference.original_configs import UNET_PARAMS as ORIGINAL_UNET_PARAMS
@@ -53,11 +54,10 @@ def test_upscale_matches_the_original_gradio_pipeline_through_an_original_checkp
     report = json.loads((tmp_path / "report.json").read_text())
     assert report == {"missing": ["logit_scale", "text_projection"], "unexpected": []}
 
-    ours = {output: sd.upscale(inputs["upscale_image"], prompts, noise_level=noise_level, negative_prompt=negative,
-                               steps=run["steps"], guidance_scale=run["scale"], eta=run["eta"], seed=3,
-                               x_T=inputs["upscale_x_T"], augmentation_noise=inputs["upscale_noise"], output=output,
-                               progress=False)
-            for output in ("latent", "tensor")}
+    ours = latent_and_image(sd.upscale, inputs["upscale_image"], prompts, noise_level=noise_level,
+                            negative_prompt=negative, steps=run["steps"], guidance_scale=run["scale"], eta=run["eta"],
+                            seed=3, x_T=inputs["upscale_x_T"], augmentation_noise=inputs["upscale_noise"],
+                            progress=False)
     assert ours["tensor"].shape == (2, 3, 4 * size, 4 * size)
     for name, output in (("upscale_latent", "latent"), ("upscale_image", "tensor")):
         expected = reference[name]
