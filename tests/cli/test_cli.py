@@ -131,17 +131,6 @@ def test_bad_input_exits_2_with_one_line_naming_the_flag(checkpoint, tmp_path, a
     assert not (tmp_path / "outputs" / "samples").exists() or not any((tmp_path / "outputs" / "samples").iterdir())
 
 
-def test_bench_times_every_stage(checkpoint, tmp_path):
-    result = run("bench", "--ckpt", str(checkpoint), "--ddim_steps", "3", "--device", "cpu", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
-    assert out.startswith("demo on cpu (torch.float32, ") and "CPU threads), batch 1, 64x64, guidance scale 7.5" in out
-    for stage in ("load checkpoint", "text encoder", "txt2img to the latent (3 steps)", "VAE decode",
-                  "sampling steps per second"):
-        assert stage in out
-    assert run("bench", "--ckpt", "missing.ckpt", cwd=tmp_path).returncode == 2
-
-
 def test_images_get_the_permissions_of_the_umask_and_the_flags_read_both_ways(checkpoint, tmp_path):
     """Issue 15: PNGs were 0600 whatever the umask (the private temporary file's mode); and
     --negative_prompt (the underscore spelling of the scripts' other flags) is accepted."""
