@@ -85,6 +85,8 @@ def against(args: argparse.Namespace) -> int:
                          "project's test extra)")
     if args.json and Path(args.json).exists():
         raise UsageError(f"--json {args.json} exists; choose another name (files are never overwritten)")
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        raise UsageError(f"--json {args.json}: the folder {Path(args.json).parent} does not exist")
     device = requested_device(args)
     with tempfile.TemporaryDirectory(prefix="ldm-bench-") as tmp:
         folder = args.ckpt if Path(args.ckpt).is_dir() else diffusers_folder(args, Path(tmp) / "diffusers")

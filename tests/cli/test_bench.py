@@ -95,11 +95,14 @@ def test_against_diffusers_runs_each_row_in_its_own_process_in_abba_order(tiny_c
     (["--against", "diffusers", "--modes", "fp64"], "--modes fp64: give distinct modes among fp32, fp16, bf16"),
     (["--against", "diffusers", "--modes", "fp32,fp32"], "--modes fp32,fp32: give distinct modes"),
     (["--against", "diffusers", "--rounds", "0"], "--rounds 0: must be >= 1"),
+    (["--against", "diffusers", "--json", "taken.json"], "--json taken.json exists; choose another name"),
     (["--modes", "bf16"], "--modes, --rounds and --json are for the rows of --against diffusers"),
     (["--json", "out.json"], "--modes, --rounds and --json are for the rows of --against diffusers"),
     (["--against", "transformers"], "argument --against: invalid choice"),
+    (["--against", "diffusers", "--json", "missing/out.json"], "--json missing/out.json: the folder missing does not"),
 ])
 def test_bad_bench_flags_get_one_line(tmp_path, args, words):
+    (tmp_path / "taken.json").write_text("{}")
     result = run("bench", "--ddim_steps", "1", *args, cwd=tmp_path)
     assert result.returncode == 2 and words in result.stderr.splitlines()[-1], result.stderr
 
