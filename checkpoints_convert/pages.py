@@ -14,14 +14,15 @@ is left alone.) Linux only: elsewhere `release` does nothing and the peak is the
 The copies themselves go into memory asked to be backed by 2 MiB pages (`empty_huge`,
 madvise(MADV_HUGEPAGE), what torch does for every large tensor under THP_MEM_ALLOC_ENABLE=1). Every
 UNet step reads all 3.4 GB of weights; on 4 KiB pages the translations miss the TLB all the time.
-Measured here (docs/performance.md, "python -m ldm bench"): a 256x256 v1 step took 3.9 s on 4 KiB
-pages, 3.0 s on huge pages, which is where diffusers' weights already are (mapped from the page
-cache, whose large folios the kernel maps with 2 MiB pages).
+Measured here (docs/performance.md, "python -m ldm bench"): a 256x256 v1 step took 3.9 s with
+the weights on 4 KiB pages, 3.3 s with them on huge pages, where diffusers' weights already are
+(mapped from the page cache, whose large folios the kernel maps with 2 MiB pages).
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 from pathlib import Path
@@ -33,6 +34,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 HUGE_PAGE = 2 * 2**20
 
 
+@functools.cache
 def _madvise():
     madvise = ctypes.CDLL(None, use_errno=True).madvise
     madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
@@ -43,7 +45,8 @@ def empty_huge(shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
     """torch.empty(shape, dtype) on the CPU, the whole 2 MiB pages inside it advised to be huge
     pages before anything touches them (the kernel's transparent huge pages in "madvise" mode, the
     usual setting, give them only to memory that asks; in "never" mode the advice is ignored).
-    Tensors under 2 MiB, and systems other than Linux, get plain torch.empty."""
+    Tensors under 4 MiB (which may hold no whole 2 MiB page), and systems other than Linux, get
+    plain torch.empty."""
     tensor = torch.empty(shape, dtype=dtype)
     nbytes = tensor.numel() * tensor.element_size()
     if nbytes >= 2 * HUGE_PAGE and sys.platform.startswith("linux"):
