@@ -156,9 +156,11 @@ def mean_times(runs: list[dict]) -> dict[str, float]:
 
 
 def table(rows: list[tuple[str, list[dict], float]]) -> str:
-    """rows: (label, the runs of that row, the matmul peak of its compute dtype in GFLOP/s)."""
+    """rows: (label, the runs of that row, the matmul peak of its compute dtype in GFLOP/s). A run
+    on CUDA adds the peak GPU memory torch allocated (bench_run.Stages)."""
+    vram = any("peak_vram_gib" in stage for _, runs, _ in rows for run in runs for stage in run["stages"])
     lines = [f"  {'row':<20} {'stage':<36} {'time s':>8} {'GFLOP':>9} {'GFLOP/s':>8} {'of peak':>8} "
-             f"{'peak RSS GiB':>12}"]
+             f"{'peak RSS GiB':>12}" + (f" {'peak VRAM GiB':>13}" if vram else "")]
     for label, runs, peak in rows:
         times = mean_times(runs)
         for i, (stage, seconds) in enumerate(times.items()):
@@ -167,5 +169,8 @@ def table(rows: list[tuple[str, list[dict], float]]) -> str:
             rate = "" if flops is None else f"{flops / 1e9:9.1f} {flops / 1e9 / seconds:8.1f} " \
                                             f"{100 * flops / 1e9 / seconds / peak:7.0f}%"
             rate = rate or f"{'-':>9} {'-':>8} {'-':>8}"
-            lines.append(f"  {label if i == 0 else '':<20} {stage:<36} {seconds:8.3f} {rate} {rss:12.2f}")
+            line = f"  {label if i == 0 else '':<20} {stage:<36} {seconds:8.3f} {rate} {rss:12.2f}"
+            if vram:
+                line += f" {max(run['stages'][i].get('peak_vram_gib', 0.0) for run in runs):13.2f}"
+            lines.append(line)
     return "\n".join(lines)

@@ -37,17 +37,22 @@ def peak_rss_gib() -> float:
 
 
 class Stages:
-    """Wall time of each stage since the previous one ended, and the peak RSS at its end."""
+    """Wall time of each stage since the previous one ended, and the peak RSS at its end (on CUDA
+    also the peak of memory torch allocated on the GPU, torch.cuda.max_memory_allocated)."""
 
     def __init__(self, device: torch.device):
-        self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        self.cuda = device.type == "cuda"
         self.rows: list[dict] = []
         self.start = time.perf_counter()
 
     def end(self, name: str) -> None:
-        self.sync()
+        if self.cuda:
+            torch.cuda.synchronize()
         now = time.perf_counter()
-        self.rows.append({"stage": name, "seconds": now - self.start, "peak_rss_gib": peak_rss_gib()})
+        row = {"stage": name, "seconds": now - self.start, "peak_rss_gib": peak_rss_gib()}
+        if self.cuda:
+            row["peak_vram_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        self.rows.append(row)
         self.start = time.perf_counter()
 
 

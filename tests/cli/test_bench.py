@@ -116,3 +116,17 @@ def test_against_diffusers_without_diffusers_says_how_to_get_it(tmp_path):
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == ("python -m ldm bench: error: --against diffusers: diffusers is not "
                                               "installed (pip install diffusers; it is in this project's test extra)")
+
+
+def test_a_cuda_run_adds_the_peak_gpu_memory_column_and_a_cpu_run_does_not():
+    """A constructed case (no GPU here): bench_run.Stages records peak_vram_gib on CUDA only."""
+    from ldm.cli.bench import table
+
+    stages = [{"stage": "load checkpoint", "seconds": 1.0, "peak_rss_gib": 2.0, "peak_vram_gib": 3.5},
+              {"stage": "VAE decode", "seconds": 2.0, "peak_rss_gib": 2.25, "peak_vram_gib": 4.0}]
+    cuda = table([("ours fp16", [{"stages": stages, "flops": {"VAE decode": 4e9}}], 100.0)])
+    assert cuda.splitlines()[0].endswith("peak RSS GiB peak VRAM GiB")
+    assert cuda.splitlines()[2].endswith("2%         2.25          4.00")
+    cpu = table([("ours fp32", [{"stages": [{k: v for k, v in s.items() if k != "peak_vram_gib"} for s in stages],
+                                 "flops": {}}], 100.0)])
+    assert "VRAM" not in cpu and cpu.splitlines()[2].endswith("-        -        -         2.25")
