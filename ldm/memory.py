@@ -19,6 +19,10 @@ StableDiffusion; `enable_low_memory` turns on the ones that pay on the model's d
   attention (the default, "sdpa") already never builds it on the CPU and on CUDA, where slicing
   only costs time and memory (measured, docs/performance.md); it pays where SDPA falls back to the
   plain formula, and `enable_low_memory` leaves it off.
+- Sequential placement (`enable_model_cpu_offload`): optimizedSD's split model, for an accelerator
+  with less memory than the model needs. Every network waits on the CPU and is moved to the device
+  just before it runs; the one that ran before it goes back to the CPU: the text encoder, then the
+  UNet for all the steps, then the VAE. Only the largest network is ever on the device.
 - The allocator (`return_freed_memory`, glibc): blocks of 128 KiB and more go back to the system
   as soon as they are freed, instead of staying in the heap; without it the run's resident memory
   creeps a few hundred MB above what it holds (measured, docs/performance.md).
@@ -138,6 +142,48 @@ def enable_forward_chunking(sd: StableDiffusion, chunk_size: int | None = 1024) 
     for module in sd.unet.modules():
         if isinstance(module, FeedForward):
             module.chunk_size = chunk_size
+
+
+def enable_model_cpu_offload(sd: StableDiffusion, device: torch.device | str = "cuda") -> None:
+    """Sequential placement: each network on `device` only while it runs (diffusers' name).
+
+    A forward pre-hook on every network and on each of its direct children (the VAE runs through
+    encode and decode, which call its children, not its forward) brings that network to the device
+    and sends the one there before it back to the CPU. sd.device reports `device` from then on, so
+    the tasks put their tensors there. Not for the CPU: there is nowhere to move to; the CPU's
+    switch is enable_low_memory."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        raise ValueError("enable_model_cpu_offload(device='cpu'): it moves each network to an accelerator (cuda, "
+                         "mps) only while it runs; on the CPU there is nowhere to move to (see enable_low_memory)")
+    if sd.offload_device is not None:
+        raise ValueError(f"the model already offloads to {sd.offload_device}; enable offloading once")
+    _install_offload(sd, device)
+
+
+def _install_offload(sd: StableDiffusion, device: torch.device) -> None:
+    """The hooks of enable_model_cpu_offload (tests install them with the CPU as the device, to
+    watch the order of the moves)."""
+    placed: list[nn.Module] = []  # the network on the device (a list: a Module attribute would become a child)
+    for network in networks(sd).values():
+        _move(network, torch.device("cpu"))
+        for module in (network, *network.children()):
+            module.register_forward_pre_hook(lambda module, args, network=network: _place(network, placed, device))
+    sd.offload_device = device
+
+
+def _place(network: nn.Module, placed: list[nn.Module], device: torch.device) -> None:
+    """Before `network` (or a child of it) runs: it on the device, the one there before on the CPU."""
+    if placed and placed[0] is network:
+        return
+    if placed:
+        _move(placed.pop(), torch.device("cpu"))
+    _move(network, device)
+    placed.append(network)
+
+
+def _move(network: nn.Module, device: torch.device) -> None:
+    network.to(device)
 
 
 def return_freed_memory() -> bool:

@@ -106,7 +106,9 @@ class StableDiffusion(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
+        """Where the networks compute: the UNet's weights' device, or the device they are moved to
+        while they run (memory.enable_model_cpu_offload)."""
+        return self.offload_device or next(self.unet.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -183,6 +185,8 @@ class StableDiffusion(nn.Module):
     enable_attention_slicing = memory.enable_attention_slicing
     enable_forward_chunking = memory.enable_forward_chunking
     enable_low_memory = memory.enable_low_memory
+    enable_model_cpu_offload = memory.enable_model_cpu_offload
+    offload_device: torch.device | None = None  # set by enable_model_cpu_offload
 
     def _set_config(self, config: ModelConfig) -> None:
         self.config, self.variant = config, config.name

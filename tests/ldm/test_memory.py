@@ -219,3 +219,40 @@ def test_the_command_line_low_memory_flag_writes_what_the_library_makes(random_s
     low.enable_low_memory()  # the allocator setting changes where memory lives, never a number
     expected = low.txt2img("a red circle", steps=3, seed=7, height=64, width=64, progress=False)[0]
     assert len(written) == 1 and Image.open(written[0]).tobytes() == expected.tobytes()
+
+
+# -- sequential placement (enable_model_cpu_offload) --------------------------------------------------
+
+def test_offloading_places_each_network_on_the_device_only_while_it_runs(random_sd, monkeypatch):
+    """No accelerator here: the hooks are installed with the CPU standing for the device, and the
+    moves are recorded instead of made (a move to the device passes the very device object given)."""
+    sd, device = copy.deepcopy(random_sd), torch.device("cpu")
+    names = {id(network): name for name, network in memory.networks(sd).items()}
+    moves: list[tuple[str, str]] = []
+    monkeypatch.setattr(memory, "_move", lambda network, to: moves.append(
+        (names[id(network)], "device" if to is device else "cpu")))
+    memory._install_offload(sd, device)
+    assert moves == [("unet", "cpu"), ("vae", "cpu"), ("text_encoder", "cpu")] and sd.device is device
+    running: list[tuple[str, str]] = []  # each network as it runs, and the last network moved to the device
+    for name, network in memory.networks(sd).items():
+        for module in (network, *network.children()):
+            module.register_forward_pre_hook(lambda module, args, name=name: running.append(
+                (name, [n for n, to in moves if to == "device"][-1])))
+    moves.clear()
+    offloaded = sd.txt2img("a red circle", steps=2, seed=3, output="tensor", progress=False)
+    assert moves == [("text_encoder", "device"), ("text_encoder", "cpu"), ("unet", "device"),
+                     ("unet", "cpu"), ("vae", "device")]
+    assert running and all(name == placed for name, placed in running)
+    plain = random_sd.txt2img("a red circle", steps=2, seed=3, output="tensor", progress=False)
+    assert plain.std() > 0.01 and torch.equal(offloaded, plain)
+
+
+def test_offloading_to_the_cpu_or_twice_is_refused(random_sd, monkeypatch):
+    sd = copy.deepcopy(random_sd)
+    with pytest.raises(ValueError, match=r"enable_model_cpu_offload\(device='cpu'\): it moves each network to an "
+                                         r"accelerator \(cuda, mps\) only while it runs"):
+        sd.enable_model_cpu_offload("cpu")
+    monkeypatch.setattr(memory, "_move", lambda network, to: None)
+    memory._install_offload(sd, torch.device("cuda"))
+    with pytest.raises(ValueError, match="the model already offloads to cuda; enable offloading once"):
+        sd.enable_model_cpu_offload("cuda")
