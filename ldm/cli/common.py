@@ -49,6 +49,9 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
         help="optimizedSD's purpose: the weights stored in bfloat16 and computed in the --dtype, the VAE run in "
              "tiles, the UNet's feed-forwards in chunks (ldm/memory.py); about half the peak memory, not the "
              "same numbers")
+    add("--offload", action="store_true",
+        help="for a CUDA or MPS --device with too little memory for the whole model: every network waits on the "
+             "CPU and is on the device only while it runs (optimizedSD's split; diffusers' enable_model_cpu_offload)")
 
 
 def resolve_ckpt(ckpt: str | None) -> Path:
@@ -96,6 +99,9 @@ def check_model_flags(args: argparse.Namespace) -> None:
         if args.dtype not in (None, "bfloat16"):
             raise UsageError(f"--bf16 and --dtype {args.dtype} disagree; give one of them")
         args.dtype = "bfloat16"
+    if getattr(args, "offload", False) and requested_device(args).type == "cpu":
+        raise UsageError("--offload moves each network to an accelerator only while it runs; give --device cuda or "
+                         "mps (on the CPU, --low_memory is the switch)")
     try:
         resolve_dtype(requested_device(args), args.dtype)
     except (ValueError, RuntimeError) as error:
@@ -136,9 +142,12 @@ def load_model(args: argparse.Namespace):
             sd = StableDiffusion.from_diffusers(args.ckpt, args.variant, resolve_dtype(device, dtype)).to(device)
             if low_memory:
                 sd.enable_low_memory()
-            return sd
-        return StableDiffusion.from_checkpoint(args.ckpt, variant=args.variant, device=device, dtype=dtype,
-                                               low_memory=low_memory)
+        else:
+            sd = StableDiffusion.from_checkpoint(args.ckpt, variant=args.variant, device=device, dtype=dtype,
+                                                 low_memory=low_memory)
+        if getattr(args, "offload", False):
+            sd.enable_model_cpu_offload(device)
+        return sd
     except KeyError as error:  # str() of a KeyError is the repr of its message: show the message
         raise UsageError(f"--ckpt {args.ckpt}: {error.args[0] if error.args else repr(error)}") from None
     except (ValueError, OSError) as error:

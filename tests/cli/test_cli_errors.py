@@ -81,9 +81,12 @@ def test_a_disk_that_fills_up_mid_run_keeps_the_images_written_and_says_how_many
     (["--device", "cuda:7"], ["--device cuda:7: this torch", "use --device cpu"]),
     (["--threads", "0"], ["--threads 0: must be >= 1"]),
     (["--bf16", "--dtype", "float32"], ["--bf16 and --dtype float32 disagree"]),
+    (["--offload", "--device", "cpu"], ["--offload moves each network to an accelerator only while it runs; give "
+                                        "--device cuda or mps"]),
     (["--from-file", "latin1.txt"], ["--from-file latin1.txt: not UTF-8 text (byte 0xe9 at offset 3)"]),
     (["--from-file", "."], ["--from-file .: not a regular file"]),
-], ids=["missing-config", "tpu", "cuda", "threads", "bf16-and-float32", "latin1-prompts", "folder-prompts"])
+], ids=["missing-config", "tpu", "cuda", "threads", "bf16-and-float32", "offload-on-cpu", "latin1-prompts",
+        "folder-prompts"])
 def test_bad_model_and_input_flags_get_one_line(tmp_path, args, words):
     (tmp_path / "latin1.txt").write_bytes("caf\u00e9 au lait\n".encode("latin-1"))
     one_error_line(run("txt2img", *args, *FAST, cwd=tmp_path), 2, *words)
