@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
                          "--bf16 and --low_memory choose the one row")
     spec = {"ckpt": args.ckpt, "variant": args.variant, "device": args.device, "batch": args.n_samples,
             "steps": args.ddim_steps, "scale": args.scale, "height": args.H, "width": args.W,
-            "mode": "low-memory" if args.low_memory else "fp32", "dtype": args.dtype}  # --dtype wins over the mode's
+            "mode": "low-memory" if args.low_memory else "fp32", "dtype": args.dtype,  # --dtype wins over the mode's
+            "offload": args.offload}
     with flag_errors():
         row = measure_ours(spec)
     compute = torch.float32 if args.low_memory else getattr(torch, row["dtype"].removeprefix("torch."))
@@ -71,9 +72,9 @@ def run(args: argparse.Namespace) -> int:
 def against(args: argparse.Namespace) -> int:
     """Every mode of --modes run by ours and by diffusers, each row in a process of its own
     (bench_run.py), --rounds times, every other round in reverse order: A B B A."""
-    if args.dtype or args.low_memory:
-        raise UsageError("--against diffusers runs the rows of --modes; --dtype, --bf16 and --low_memory choose "
-                         "the one row without it")
+    if args.dtype or args.low_memory or args.offload:
+        raise UsageError("--against diffusers runs the rows of --modes; --dtype, --bf16, --low_memory and --offload "
+                         "choose the one row without it")
     modes = args.modes.split(",")
     unknown = [m for m in modes if m not in MODES]
     if unknown or len(set(modes)) != len(modes):

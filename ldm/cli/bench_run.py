@@ -71,7 +71,7 @@ def measure_ours(spec: dict) -> dict:
     dtype, low_memory = MODES[spec["mode"]]
     dtype = spec.get("dtype", dtype)  # bench without --against: its --dtype, None for the device's default
     args = argparse.Namespace(ckpt=spec["ckpt"], variant=spec["variant"], device=spec["device"], dtype=dtype,
-                              low_memory=low_memory)
+                              low_memory=low_memory, offload=spec.get("offload", False))
     stages = Stages(requested_device(args))
     sd = load_model(args)
     sd.tokenizer([""])  # it reads its vocabulary on first use; diffusers' from_pretrained loads its tokenizer
