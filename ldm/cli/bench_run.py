@@ -31,7 +31,17 @@ MODES = {"fp32": ("float32", False), "fp16": ("float16", False), "bf16": ("bfloa
 
 
 def peak_rss_gib() -> float:
-    """This process's peak resident memory so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    """This process's peak resident memory so far: Linux's VmHWM (/proc/self/status), the
+    high-water mark of this program's own memory. Not ru_maxrss, which on Linux keeps the parent's
+    peak across fork and exec: run from a test process holding 10 GB, a row reported 10 GB.
+    Elsewhere ru_maxrss (bytes on macOS)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20  # kB
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (2**30 if sys.platform == "darwin" else 2**20)
 

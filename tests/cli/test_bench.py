@@ -130,3 +130,13 @@ def test_a_cuda_run_adds_the_peak_gpu_memory_column_and_a_cpu_run_does_not():
     cpu = table([("ours fp32", [{"stages": [{k: v for k, v in s.items() if k != "peak_vram_gib"} for s in stages],
                                  "flops": {}}], 100.0)])
     assert "VRAM" not in cpu and cpu.splitlines()[2].endswith("-        -        -         2.25")
+
+
+def test_a_row_reports_its_own_peak_not_its_parents():
+    """A parent holding 1 GiB starts a row's process: ru_maxrss there would say at least 1 GiB (Linux
+    keeps the high-water mark across fork and exec); the row's own peak is far below."""
+    parent = torch.ones(2**28)  # 1 GiB, touched
+    code = "from ldm.cli.bench_run import peak_rss_gib; print(peak_rss_gib())"
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert parent.sum() == 2**28 and float(child.stdout) < 0.9
