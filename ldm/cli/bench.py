@@ -58,12 +58,12 @@ def run(args: argparse.Namespace) -> int:
             "offload": args.offload}
     with flag_errors():
         row = measure_ours(spec)
-    compute = torch.float32 if args.low_memory else getattr(torch, row["dtype"].removeprefix("torch."))
     print(f"{row['variant']} on {row['device']} ({row['dtype']}{', low memory' if args.low_memory else ''}, "
           f"{row['threads']} CPU threads), batch {args.n_samples}, {row['size'][0]}x{row['size'][1]}, "
           f"guidance scale {args.scale}")
-    peaks = {compute: matmul_peak(compute, row["device"])}
-    print(table([("ours", [row], peaks[compute])]))
+    # sd.dtype is the compute dtype, also when the weights are stored in another (low memory)
+    compute = getattr(torch, row["dtype"].removeprefix("torch."))
+    print(table([("ours", [row], matmul_peak(compute, row["device"]))]))
     sampling = row["stages"][2]
     print(f"  {'sampling steps per second':<36} {row['steps'] / sampling['seconds']:8.3f}")
     return 0

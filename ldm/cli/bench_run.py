@@ -97,12 +97,11 @@ def measure_ours(spec: dict) -> dict:
         finish(sd, latent, "tensor", prompts=prompts, seeds=[0] * len(prompts))
         stages.end("VAE decode")
     flops = stage_flops(sd, spec["batch"], tuple(latent.shape[2:]), len(steps_seen), spec["scale"] != 1.0)
+    flops[sampling_stage(len(steps_seen))] = flops.pop("sampling")
     f = sd.config.autoencoder.downsampling_factor
     return {"impl": "ours", "mode": spec["mode"], "variant": sd.variant, "device": str(sd.device),
             "dtype": str(sd.dtype), "threads": torch.get_num_threads(), "steps": len(steps_seen),
-            "size": [latent.shape[3] * f, latent.shape[2] * f], "stages": stages.rows,
-            "flops": {stages.rows[1]["stage"]: flops["text encoder"], stages.rows[2]["stage"]: flops["sampling"],
-                      stages.rows[3]["stage"]: flops["VAE decode"]}}
+            "size": [latent.shape[3] * f, latent.shape[2] * f], "stages": stages.rows, "flops": flops}
 
 
 def measure_diffusers(spec: dict) -> dict:
