@@ -30,6 +30,10 @@ TIMM_FOR_MIDAS = ("timm", "0.6.13")
 # The original's input transform resizes with OpenCV (it pins opencv-python 4.6.0.66, built for numpy 1;
 # 4.10.0.84 is the first built for numpy 2; INTER_CUBIC is the same code in both).
 OPENCV = ("opencv-python-headless", "4.10.0.84")
+# The invisible watermark every original script puts in its images (method dwtDct); it imports
+# OpenCV (above) and PyWavelets, whose Haar transform it runs.
+INVISIBLE_WATERMARK = ("invisible-watermark", "0.2.0")
+PYWAVELETS = ("PyWavelets", "1.9.0")
 
 
 def cache_root() -> Path:
