@@ -11,10 +11,13 @@ import hashlib
 import os
 import re
 from pathlib import Path
+from typing import Callable
 
 from PIL import Image, PngImagePlugin
 
 from checkpoints_convert.save import new_partial
+
+from .watermark import fits, put_watermark
 
 SAMPLE_PATTERN, SAMPLE_DIGITS = "{n:0{width}d}.png", 5
 GRID_PATTERN, GRID_DIGITS = "grid-{n:0{width}d}.png", 4
@@ -31,11 +34,16 @@ def save_sample(image: Image.Image, outdir: str | Path, parameters: str | None =
     return save_png(image, folder, SAMPLE_PATTERN, SAMPLE_DIGITS, parameters)
 
 
-def save_grid(images: list[Image.Image], outdir: str | Path, columns: int) -> Path:
-    """OUTDIR/grid-<next number>.png: the images in rows of `columns`."""
+def save_grid(images: list[Image.Image], outdir: str | Path, columns: int, watermark: bytes | None = None) -> Path:
+    """OUTDIR/grid-<next number>.png: the images in rows of `columns`; `watermark`: the grid
+    carries that invisible mark (ldm/watermark.py), as the original scripts' grids do, when it is
+    large enough (256x256 pixels)."""
     folder = Path(outdir)
     folder.mkdir(parents=True, exist_ok=True)
-    return save_png(make_grid(images, columns), folder, GRID_PATTERN, GRID_DIGITS, None)
+    grid = make_grid(images, columns)
+    if watermark is not None and fits(*grid.size):
+        grid = put_watermark(grid, watermark)
+    return save_png(grid, folder, GRID_PATTERN, GRID_DIGITS, None)
 
 
 def save_depth(image: Image.Image, outdir: str | Path) -> Path:
@@ -46,28 +54,49 @@ def save_depth(image: Image.Image, outdir: str | Path) -> Path:
 
 
 def save_png(image: Image.Image, folder: Path, pattern: str, digits: int, parameters: str | None) -> Path:
-    """Write `image` as the next free `pattern` number in `folder`, atomically: it is written to a
-    hidden temporary file first and linked into place only when complete, so an interrupted run
-    leaves no half-written PNG and an existing file is never replaced. The temporary file is
-    created as any new file is (0666, less the umask, which the kernel applies), so the PNG gets
-    the permissions the user's other files get; the same mechanism as checkpoints
-    (checkpoints_convert/save.py)."""
-    info = PngImagePlugin.PngInfo()
-    if parameters is not None:
-        info.add_text("parameters", parameters)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-    tmp, fd = new_partial(folder / pattern.format(n=0, width=digits), lambda name: os.open(name, flags, 0o666))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG", pnginfo=info)
+    """Write `image` as the next free `pattern` number in `folder`, atomically (written_then_linked)."""
+    def link(written: Path) -> Path:
         number = next_number(folder, pattern)
         while True:
             target = folder / pattern.format(n=number, width=digits)
             try:
-                os.link(tmp, target)
+                os.link(written, target)
                 return target
             except FileExistsError:
                 number += 1
+
+    return written_then_linked(image, folder / pattern.format(n=0, width=digits), "PNG", parameters, link)
+
+
+def save_new(image: Image.Image, path: str | Path) -> Path:
+    """Write `image` to `path` (its format told by the extension), atomically and never over an
+    existing file (FileExistsError), its `parameters` text kept in a PNG."""
+    path = Path(path)
+    image_format = Image.registered_extensions()[path.suffix.lower()]
+
+    def link(written: Path) -> Path:
+        os.link(written, path)
+        return path
+
+    return written_then_linked(image, path, image_format, image.info.get("parameters"), link)
+
+
+def written_then_linked(image: Image.Image, near: Path, image_format: str, parameters: str | None,
+                        link: Callable[[Path], Path]) -> Path:
+    """The image is written to a hidden temporary file beside `near` first and `link`ed into place
+    (os.link, which never replaces a file) only when complete, so an interrupted run leaves no
+    half-written image and an existing file is never replaced. The temporary file is created as any
+    new file is (0666, less the umask, which the kernel applies), so the image gets the permissions
+    the user's other files get; the same mechanism as checkpoints (checkpoints_convert/save.py)."""
+    info = PngImagePlugin.PngInfo()
+    if parameters is not None:
+        info.add_text("parameters", parameters)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    tmp, fd = new_partial(near, lambda name: os.open(name, flags, 0o666))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format=image_format, **({"pnginfo": info} if image_format == "PNG" else {}))
+        return link(tmp)
     finally:
         os.unlink(tmp)
 

@@ -37,4 +37,4 @@ def run(args: argparse.Namespace) -> int:
     def task(prompts, **common):
         return sd.depth2img(image, prompts, strength=args.strength, depth=depth, **common)
 
-    return write_generations(args, batches, task)
+    return write_generations(args, sd, batches, task)

@@ -9,6 +9,7 @@ import contextlib
 import os
 import shutil
 import signal
+import sys
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -16,6 +17,7 @@ from typing import Callable
 from samplers import SAMPLERS
 
 from ..outputs import save_grid, save_sample
+from ..watermark import describe, fits, mark_for, put_watermark
 from ..tasks.common import check_model, check_sampling, check_seed, prompts_for
 from .common import RunError, UsageError, add_model_flags, check_model_flags, flag_errors
 
@@ -50,6 +52,9 @@ def add_generation_flags(parser: argparse.ArgumentParser, scale: float, n_iter: 
     add("--sampler", type=str, choices=sorted(SAMPLERS), default="ddim", help="the sampler (docs/math.md)")
     add("--karras", action="store_true", help="Karras et al.'s spacing of the noise levels (k-diffusion samplers)")
     add("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress bars")
+    add("--no_watermark", action="store_true",
+        help="put no invisible watermark in the images (by default each sample and the grid carry the model family's "
+             "mark, as the original scripts put it: docs/watermark.md)")
 
 
 def check_generation_flags(args: argparse.Namespace, starts_late: bool = False) -> list[list[str]]:
@@ -147,12 +152,15 @@ def run_plan(args: argparse.Namespace, batches: list[list[str]]) -> list[tuple[l
     return plan
 
 
-def write_generations(args: argparse.Namespace, batches: list[list[str]], task: Callable) -> int:
+def write_generations(args: argparse.Namespace, sd, batches: list[list[str]], task: Callable) -> int:
     """The run of run_plan(): `task(prompts, **common)` gives the images of one batch, each with its
     `parameters` text in image.info (the tasks put it there); each image goes to OUTDIR/samples,
-    then all of them to a grid. A failure to write (a full disk) stops the run with RunError
-    saying how many images were written; Ctrl-C's KeyboardInterrupt carries that count too."""
+    then all of them to a grid, each marked as the original scripts mark theirs (the grid is made
+    of the unmarked images, then marked once), unless --no_watermark. A failure to write (a full
+    disk) stops the run with RunError saying how many images were written; Ctrl-C's
+    KeyboardInterrupt carries that count too."""
     outdir, all_images, written = Path(args.outdir), [], 0
+    mark = None if args.no_watermark else mark_for(sd.config)
     (outdir / "samples").mkdir(parents=True, exist_ok=True)
     try:
         for prompts, first_seed in run_plan(args, batches):
@@ -160,15 +168,18 @@ def write_generations(args: argparse.Namespace, batches: list[list[str]], task: 
                 images = task(prompts, negative_prompt=args.negative_prompt, steps=args.ddim_steps,
                               sampler=args.sampler, karras=args.karras, guidance_scale=args.scale, eta=args.ddim_eta,
                               seed=first_seed, progress=args.progress)
+            if mark is not None and not all_images:
+                report_unmarked(images[0], mark)
             for image in images:
                 if not args.skip_save:
+                    marked = image if mark is None else put_watermark(image, mark)
                     with ctrl_c_deferred():  # the PNG and its count together
-                        print(save_sample(image, outdir, image.info["parameters"]))
+                        print(save_sample(marked, outdir, marked.info["parameters"]))
                         written += 1
             all_images += images
         if not args.skip_grid:
             with ctrl_c_deferred():
-                print(save_grid(all_images, outdir, args.n_rows or args.n_samples))
+                print(save_grid(all_images, outdir, args.n_rows or args.n_samples, watermark=mark))
     except OSError as error:
         raise RunError(f"writing to {outdir} failed ({error.strerror or error}); {written} image(s) written "
                        f"before it stay in {outdir / 'samples'}") from None
@@ -176,6 +187,14 @@ def write_generations(args: argparse.Namespace, batches: list[list[str]], task: 
         interrupt.images_written = written
         raise
     return 0
+
+
+def report_unmarked(image, mark: bytes) -> None:
+    """Once per run, on the console: images too small for the watermark carry none (their
+    parameters text says so too; a grid of 256x256 pixels or more is still marked)."""
+    if not fits(*image.size):
+        print(f"note: {image.width}x{image.height} images are under the 256x256 pixels the invisible watermark needs: "
+              f"they carry no {describe(mark)} mark (their parameters text says so)", file=sys.stderr)
 
 
 @contextlib.contextmanager

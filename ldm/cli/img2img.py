@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     def task(prompts, **common):
         return sd.img2img(init, prompts, strength=args.strength, **common)
 
-    return write_generations(args, batches, task)
+    return write_generations(args, sd, batches, task)
 
 
 def read_init_image(path: str, flag: str = "--init-img", mode: str | None = "RGB") -> Image.Image:

@@ -34,5 +34,5 @@ def run(args: argparse.Namespace) -> int:
     def task(prompts, **common):
         return sd.inpaint(image, mask, prompts, **common)
 
-    return write_generations(args, batches, task)
+    return write_generations(args, sd, batches, task)
 

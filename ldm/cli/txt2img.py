@@ -42,4 +42,4 @@ def run(args: argparse.Namespace) -> int:
     def task(prompts, **common):
         return sd.txt2img(prompts, height=args.H, width=args.W, **common)
 
-    return write_generations(args, batches, task)
+    return write_generations(args, sd, batches, task)

@@ -47,4 +47,4 @@ def run(args: argparse.Namespace) -> int:
     def task(prompts, **common):
         return sd.upscale(image, prompts, noise_level=args.noise_level, tile=args.tile, **common)
 
-    return write_generations(args, batches, task)
+    return write_generations(args, sd, batches, task)
