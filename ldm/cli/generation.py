@@ -17,8 +17,8 @@ from typing import Callable
 from samplers import SAMPLERS
 
 from ..outputs import save_grid, save_sample
-from ..watermark import describe, fits, mark_for, put_watermark
 from ..tasks.common import check_model, check_sampling, check_seed, prompts_for
+from ..watermark import describe, fits, mark_for, put_watermark
 from .common import RunError, UsageError, add_model_flags, check_model_flags, flag_errors
 
 # A PNG of W x H pixels is at most about 3 W H bytes (RGB, compression never helps noise much): the
@@ -35,7 +35,7 @@ def add_generation_flags(parser: argparse.ArgumentParser, scale: float, n_iter: 
     add("--outdir", type=str, default="outputs", help="dir to write results to")
     add("--skip_grid", action="store_true", help="do not save a grid, only individual samples")
     add("--skip_save", action="store_true", help="do not save individual samples")
-    add("--ddim_steps", type=int, default=50, help="number of sampling steps")
+    add("--ddim_steps", "--steps", type=int, default=50, help="sampling steps (--steps: the v2 scripts' name)")
     add("--ddim_eta", "--eta", type=float, default=None,
         help="the noise the sampler adds each step (default: the sampler's own: 0 for DDIM, 1 for the ancestral and "
              "SDE samplers; samplers without noise take none)")
@@ -44,6 +44,9 @@ def add_generation_flags(parser: argparse.ArgumentParser, scale: float, n_iter: 
     add("--n_rows", type=int, default=0, help="images per row of the grid (default: n_samples), as the original")
     add("--scale", type=float, default=scale, help="classifier-free guidance scale")
     add("--from-file", type=str, help="read prompts from this file, one per line")
+    add("--repeat", type=int, default=1, help="the v2 scripts' flag: each --from-file prompt this many times in a row")
+    add("--torchscript", action="store_true", help="the v2 scripts' flag: refused (no TorchScript tracing here)")
+    add("--ipex", action="store_true", help="the v2 scripts' flag: refused (no Intel Extension for PyTorch here)")
     add("--config", type=str, help="the original inference yaml (used to tell the variant)")
     add("--seed", type=int, default=42, help="the seed (image i of the run gets seed + i)")
     add("--precision", type=str, choices=["full", "autocast"], default="autocast",
@@ -63,6 +66,7 @@ def check_generation_flags(args: argparse.Namespace, starts_late: bool = False) 
     check_model_flags(args)
     for flag, text in (("--prompt", args.prompt), ("--negative-prompt", args.negative_prompt)):
         check_utf8(flag, text)
+    check_v2_flags(args)
     if args.n_iter < 1:
         raise UsageError(f"--n_iter {args.n_iter}: must be >= 1")
     if args.n_rows < 0:
@@ -81,6 +85,22 @@ def check_generation_flags(args: argparse.Namespace, starts_late: bool = False) 
     images = seeds_used * (not args.skip_save) + (seeds_used if not args.skip_grid else 0)
     check_outdir(Path(args.outdir), images, (getattr(args, "H", None) or 512) * (getattr(args, "W", None) or 512))
     return batches
+
+
+def check_v2_flags(args: argparse.Namespace) -> None:
+    """The v2 scripts' flags this project does not take, refused rather than ignored; --repeat's range."""
+    if args.torchscript:
+        raise UsageError("--torchscript: not supported: the v2 script traces the UNet and text encoder with torch.jit "
+                         "for Intel's extension; here the modules run as written (torch.compile did not pay on the "
+                         "CPU: docs/performance.md)")
+    if args.ipex:
+        raise UsageError("--ipex: not supported: Intel Extension for PyTorch is not a dependency of this project; "
+                         "--bf16 runs bfloat16 with plain torch (fast where the CPU has AMX or AVX512-BF16)")
+    if args.repeat < 1:
+        raise UsageError(f"--repeat {args.repeat}: must be >= 1")
+    if args.repeat > 1 and not args.from_file:
+        raise UsageError(f"--repeat {args.repeat}: repeats the prompts of --from-file (as the v2 scripts' flag); "
+                         "for more images of --prompt use --n_samples or --n_iter")
 
 
 def check_utf8(flag: str, text: str) -> None:
@@ -124,8 +144,8 @@ def check_loaded_model(sd, task: str, **sizes: int | None) -> None:
 
 
 def prompt_batches(args: argparse.Namespace) -> list[list[str]]:
-    """The original's batching: one prompt repeated n_samples times, or the file's lines in
-    chunks of n_samples."""
+    """The original's batching: one prompt repeated n_samples times, or the file's lines (each
+    --repeat times) in chunks of n_samples."""
     if not args.from_file:
         return [[args.prompt] * args.n_samples]
     try:
@@ -138,6 +158,7 @@ def prompt_batches(args: argparse.Namespace) -> list[list[str]]:
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         raise UsageError(f"--from-file {args.from_file}: the file holds no prompts")
+    lines = [line for line in lines for _ in range(args.repeat)]  # the v2 scripts' --repeat: a, a, b, b, ...
     return [lines[i : i + args.n_samples] for i in range(0, len(lines), args.n_samples)]
 
 
