@@ -45,7 +45,7 @@ import torch
 
 from ldm.config import PRESETS, ModelConfig
 from tokenizer.bpe import load_merges
-from tokenizer.clip_tokenizer import build_vocabulary
+from tokenizer.clip_tokenizer import SPECIALS, build_vocabulary
 
 from .detect import BY_IN_CHANNELS, VariantError
 from .keymap import diffusers_autoencoder, diffusers_text, diffusers_unet
@@ -73,9 +73,9 @@ PIPELINES = {
 }
 UPSCALER_REFUSED = ("the x4 upscaler is not supported: diffusers runs it with StableDiffusionUpscalePipeline "
                     "(a low-resolution image input and a second noise scheduler), a different folder layout")
-# The CLIP tokenizer's special tokens (ids 49406, 49407) as OpenAI's CLIP and HF spell them; our
-# tokenizer (tokenizer/clip_tokenizer.py) spells them as open_clip does, "<start_of_text>".
-HF_START_OF_TEXT, HF_END_OF_TEXT = "<|startoftext|>", "<|endoftext|>"
+# The CLIP tokenizer's special tokens (ids 49406, 49407) as OpenAI's CLIP and HF spell them (our
+# tokenizer's "hf" flavour; its "openclip" one spells them "<start_of_text>").
+HF_START_OF_TEXT, HF_END_OF_TEXT = SPECIALS["hf"]
 
 
 # -- what each file holds --------------------------------------------------------------------------
@@ -127,7 +127,7 @@ def tokenizer_files(config: ModelConfig) -> dict[str, str]:
     BPE data. v1 pads with end-of-text (49407); v2 pads with "!", id 0, as open_clip (and diffusers'
     stabilityai/stable-diffusion-2 folders)."""
     merges = load_merges()
-    vocabulary = build_vocabulary(merges)[:-2] + [HF_START_OF_TEXT, HF_END_OF_TEXT]  # ids 49406, 49407
+    vocabulary = build_vocabulary(merges, SPECIALS["hf"])
     pad = HF_END_OF_TEXT if config.text_encoder.pad_with == "eot" else vocabulary[0]
 
     def special(content: str) -> dict:

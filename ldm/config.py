@@ -78,6 +78,10 @@ class TextEncoderConfig:
     # "penultimate": skip the last block, then the final layer norm (v2).
     output_layer: Literal["last", "penultimate"] = "last"
     pad_with: Literal["eot", "zero"] = "eot"  # the tokenizer's padding id convention
+    # Whose copy of the CLIP tokenizer the model was trained with (tokenizer/clip_tokenizer.py):
+    # "hf", transformers' (v1: FrozenCLIPEmbedder), or "openclip", open_clip's (v2). They differ
+    # on text with html entities beside "<" and on the special tokens written out.
+    tokenizer: Literal["hf", "openclip"] = "hf"
 
 
 @dataclass(frozen=True)
@@ -152,7 +156,7 @@ class ModelConfig:
 CLIP_VIT_L_TEXT = TextEncoderConfig()
 OPENCLIP_VIT_H_TEXT = TextEncoderConfig(
     kind="openclip", width=1024, layers=24, heads=16, activation="gelu",
-    output_layer="penultimate", pad_with="zero",
+    output_layer="penultimate", pad_with="zero", tokenizer="openclip",
 )
 V1_UNET = UNetConfig()
 V2_UNET = UNetConfig(
@@ -197,7 +201,7 @@ DEMO = ModelConfig(
     UNetConfig(model_channels=32, channel_mult=(1, 2, 4), num_res_blocks=1, attention_resolutions=(2, 4),
                num_heads=4, context_dim=96),
     AutoencoderConfig(base_channels=16, channel_mult=(1, 2, 4), num_res_blocks=1, norm_groups=16),
-    TextEncoderConfig(width=96, layers=3, heads=4),
+    TextEncoderConfig(width=96, layers=3, heads=4, tokenizer="openclip"),  # the flavour it was trained with
     image_size=64,
 )
 

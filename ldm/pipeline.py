@@ -102,7 +102,8 @@ class StableDiffusion(nn.Module):
     def tokenizer(self) -> CLIPTokenizer:
         """Built on first use (reading the merges takes ~70 ms, not needed to load weights)."""
         return CLIPTokenizer(pad_with=self.config.text_encoder.pad_with,
-                             context_length=self.config.text_encoder.context_length)
+                             context_length=self.config.text_encoder.context_length,
+                             flavour=self.config.text_encoder.tokenizer)
 
     @property
     def device(self) -> torch.device:

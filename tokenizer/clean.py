@@ -1,4 +1,5 @@
-"""Text cleaning applied before byte-pair encoding, as the original CLIP tokenizer does it.
+"""Text cleaning applied before byte-pair encoding, as the original CLIP tokenizer does it
+(`clean_text`; `clean_text_hf` for transformers' copy of it, which the v1 models were trained with).
 
 The order matters and is the original's: ftfy repairs mojibake and odd unicode, html entities are
 unescaped twice (captions scraped from the web are often escaped twice), runs of whitespace
@@ -18,6 +19,7 @@ import sys
 import unicodedata
 
 import ftfy
+import regex
 from ftfy import fixes
 
 # ftfy's own settle-to-a-fixed-point loop ends after the pass that changes nothing, so a line with
@@ -102,3 +104,10 @@ def whitespace_clean(text: str) -> str:
 def clean_text(text: str) -> str:
     """The full cleaning of the original `SimpleTokenizer.encode`: basic, whitespace, lower case."""
     return whitespace_clean(basic_clean(text)).lower()
+
+
+def clean_text_hf(text: str) -> str:
+    """The cleaning of transformers' slow CLIPTokenizer (`_tokenize`, as in 4.19.2, the v1
+    environment's): ftfy, then every run of `regex`'s \\s collapsed to one space, the ends stripped,
+    lower case. No html.unescape of its own: only ftfy's, which leaves a segment with "<" alone."""
+    return regex.sub(r"\s+", " ", fix_text(text)).strip().lower()

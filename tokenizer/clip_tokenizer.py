@@ -1,8 +1,17 @@
 """The CLIP tokenizer: cleaned text -> words -> byte-level BPE ids -> a [B, 77] tensor.
 
-This reproduces the original CLIP `SimpleTokenizer` (as open_clip ships it), which both Stable
-Diffusion v1 (through the HF tokenizer, same ids) and v2 (open_clip) use. The two differ only in
-the padding id: v1 pads with the end-of-text id 49407, v2 with 0.
+Two flavours of the original CLIP `SimpleTokenizer`, which differ on a few kinds of text:
+
+- "openclip" (SD v2, open_clip's copy): ftfy, html.unescape twice, whitespace, lower case; the
+  special tokens are spelled <start_of_text> / <end_of_text>.
+- "hf" (SD v1, which was trained and sampled with transformers' slow CLIPTokenizer, 4.19.2 in the
+  original environment): the literal strings <|startoftext|> / <|endoftext|> are split out of the
+  raw text first and become ids 49406 / 49407; each piece between them gets ftfy (which unescapes
+  html only in a piece without "<"), whitespace, lower case, and no html.unescape of its own.
+
+They give different ids for text with entities and "<" ("&amp; <b>"), entities escaped twice
+("&amp;amp;"), and the special tokens written out; everywhere else the same. The padding id is
+separate (`pad_with`): v1 pads with the end-of-text id 49407, v2 with 0.
 
 Every call is bounded, since a server takes prompts from the network: a text over MAX_TEXT_CHARS
 characters, or with a word over MAX_WORD_CHARS, is refused with a ValueError before anything
@@ -19,13 +28,16 @@ import regex
 import torch
 
 from .bpe import END_OF_WORD, BytePairEncoder, bytes_to_unicode, load_merges
-from .clean import clean_text
+from .clean import clean_text, clean_text_hf
 
 # The two special tokens (ids 49406, 49407), spelled as open_clip's SimpleTokenizer spells them;
 # OpenAI's CLIP and HF write "<|startoftext|>" / "<|endoftext|>" (checkpoints_convert/diffusers.py).
 START_OF_TEXT = "<start_of_text>"
 END_OF_TEXT = "<end_of_text>"
 PAD_CHOICES = {"eot": "pad with the end-of-text id 49407 (SD v1)", "zero": "pad with 0 (SD v2)"}
+FLAVOURS = {"openclip": "open_clip's SimpleTokenizer (SD v2)", "hf": "transformers' slow CLIPTokenizer (SD v1)"}
+# Each flavour's spelling of the special tokens, in its word pattern and its vocabulary.
+SPECIALS = {"openclip": (START_OF_TEXT, END_OF_TEXT), "hf": ("<|startoftext|>", "<|endoftext|>")}
 # The largest text and word accepted: far above any real prompt (only the first 75 tokens, a few
 # hundred characters, reach the text encoder), small enough that one call stays well under 0.5 s.
 # Measured on the 2-core development machine, slowest method, cold cache (the worst cases that
@@ -48,19 +60,20 @@ class DroppedWords(NamedTuple):
     more: int
 
 
-def build_vocabulary(merges: list[tuple[str, str]]) -> list[str]:
+def build_vocabulary(merges: list[tuple[str, str]], specials: tuple[str, str] = SPECIALS["openclip"]) -> list[str]:
     """Ids in order: 256 byte symbols, the same with `</w>`, one per merge, then the 2 specials."""
     byte_symbols = list(bytes_to_unicode().values())
     return (
         byte_symbols
         + [symbol + END_OF_WORD for symbol in byte_symbols]
         + ["".join(merge) for merge in merges]
-        + [START_OF_TEXT, END_OF_TEXT]
+        + list(specials)
     )
 
 
 class CLIPTokenizer:
-    """CLIP byte-level BPE tokenizer (49408 ids; start 49406, end 49407).
+    """CLIP byte-level BPE tokenizer (49408 ids; start 49406, end 49407), in the "openclip" (SD v2)
+    or "hf" (SD v1) flavour (the module's docstring says where they differ).
 
     `tokenizer(texts)` gives LongTensor[B, context_length]: start, the ids, end, padding. A text
     whose ids do not fit keeps its first `context_length - 2` ids and still ends with the end id,
@@ -69,12 +82,13 @@ class CLIPTokenizer:
     word over MAX_WORD_CHARS, or html escaped inside itself over and over (tokenizer/clean.py).
     """
 
-    def __init__(self, pad_with: str = "eot", context_length: int = 77):
-        if not isinstance(pad_with, str) or pad_with not in PAD_CHOICES:
-            raise ValueError(
-                f"pad_with={pad_with!r} is not accepted; use one of: "
-                + "; ".join(f"{k!r} ({v})" for k, v in PAD_CHOICES.items())
-            )
+    def __init__(self, pad_with: str = "eot", context_length: int = 77, flavour: str = "openclip"):
+        for name, value, choices in (("pad_with", pad_with, PAD_CHOICES), ("flavour", flavour, FLAVOURS)):
+            if not isinstance(value, str) or value not in choices:
+                raise ValueError(
+                    f"{name}={value!r} is not accepted; use one of: "
+                    + "; ".join(f"{k!r} ({v})" for k, v in choices.items())
+                )
         if isinstance(context_length, bool) or not isinstance(context_length, int):
             raise TypeError(
                 f"context_length must be an int >= 2 (77 for Stable Diffusion), got "
@@ -87,24 +101,29 @@ class CLIPTokenizer:
             )
         self.pad_with = pad_with
         self.context_length = context_length
+        self.flavour = flavour
+        self.specials = SPECIALS[flavour]
 
         merges = load_merges()
-        vocabulary = build_vocabulary(merges)
+        vocabulary = build_vocabulary(merges, self.specials)
         self.encoder = {symbol: i for i, symbol in enumerate(vocabulary)}
         self.decoder = dict(enumerate(vocabulary))
         self.vocab_size = len(vocabulary)
-        self.sot_id = self.encoder[START_OF_TEXT]
-        self.eot_id = self.encoder[END_OF_TEXT]
+        self.sot_id, self.eot_id = (self.encoder[special] for special in self.specials)
         self.pad_id = self.eot_id if pad_with == "eot" else 0
         self.bpe = BytePairEncoder(merges)
         self.byte_encoder = bytes_to_unicode()
         self.byte_decoder = {c: b for b, c in self.byte_encoder.items()}
         # The original's word pattern: the special tokens, English contractions, runs of letters,
         # single digits, runs of anything else that is not whitespace. Case-insensitive.
+        start, end = (regex.escape(special) for special in self.specials)
         self.word_pattern = regex.compile(
-            rf"{START_OF_TEXT}|{END_OF_TEXT}|'s|'t|'re|'ve|'m|'ll|'d|[\p{{L}}]+|[\p{{N}}]|[^\s\p{{L}}\p{{N}}]+",
+            rf"{start}|{end}|'s|'t|'re|'ve|'m|'ll|'d|[\p{{L}}]+|[\p{{N}}]|[^\s\p{{L}}\p{{N}}]+",
             regex.IGNORECASE,
         )
+        # "hf": the special tokens' literal strings, cut out of the raw text before any cleaning
+        # (transformers' tokenize() splits on its special tokens first, then cleans each piece).
+        self.special_split = regex.compile(f"({start}|{end})")
 
     # -- text <-> ids ----------------------------------------------------------------------------
 
@@ -125,7 +144,7 @@ class CLIPTokenizer:
         """
         _check_text(text, name)
         try:
-            cleaned = clean_text(text)
+            cleaned = clean_text(text) if self.flavour == "openclip" else self._clean_hf(text)
         except ValueError as error:
             raise ValueError(f"{name}: {error}") from None
         words = list(self.word_pattern.finditer(cleaned))
@@ -138,8 +157,16 @@ class CLIPTokenizer:
                 )
         return cleaned, words
 
+    def _clean_hf(self, text: str) -> str:
+        """The "hf" flavour: the special tokens' strings split out first, each piece between them
+        cleaned on its own (clean_text_hf), the pieces joined by spaces (no word crosses a space,
+        so the words are each piece's own)."""
+        pieces = self.special_split.split(text)
+        cleaned = [piece if i % 2 else clean_text_hf(piece) for i, piece in enumerate(pieces)]
+        return " ".join(piece for piece in cleaned if piece)
+
     def _word_ids(self, word: str) -> list[int]:
-        if word in (START_OF_TEXT, END_OF_TEXT):
+        if word in self.specials:
             return [self.encoder[word]]
         byte_word = "".join(self.byte_encoder[b] for b in word.encode("utf-8"))
         return [self.encoder[symbol] for symbol in self.bpe(byte_word)]

@@ -34,6 +34,10 @@ OPENCV = ("opencv-python-headless", "4.10.0.84")
 # OpenCV (above) and PyWavelets, whose Haar transform it runs.
 INVISIBLE_WATERMARK = ("invisible-watermark", "0.2.0")
 PYWAVELETS = ("PyWavelets", "1.9.0")
+# The v1 checkpoints' tokenizer: transformers' slow CLIPTokenizer as the original v1 environment
+# pinned it (transformers 4.19.2), with the huggingface_hub of its time (it imports names from it).
+TRANSFORMERS_FOR_V1 = ("transformers", "4.19.2")
+HUGGINGFACE_HUB_FOR_HF_TOKENIZER = ("huggingface_hub", "0.6.0")
 
 
 def cache_root() -> Path:

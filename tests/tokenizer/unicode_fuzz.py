@@ -46,18 +46,29 @@ PIECES = [" ", "  ", "\t", "\n", "\r\n", "&amp;", "&lt;", "&#39;", "&quot;", "'s
           "\ufe0f", "Ã©", "â€™", "<start_of_text>", "<end_of_text>", "<|endoftext|>"]
 
 
-def random_prompt(rng: random.Random) -> str:
+# Where the tokenizer's two flavours part (tokenizer/clip_tokenizer.py): "<" beside entities (ftfy
+# then leaves them), entities escaped twice, the special tokens written out in either spelling and
+# case, and the whitespace that `regex`'s \s and str.split() may see differently.
+FLAVOUR_PIECES = PIECES + [
+    "<", ">", "<b>", "</b>", "&amp;amp;", "&amp;lt;", "&lt;b&gt;", "&lt;|endoftext|&gt;", "&amp;#39;", "&nbsp;",
+    "&#x263A;", "&#0;", "&", "<|startoftext|>", "<|ENDOFTEXT|>", "<|EndOfText|>", "<start_of_text>",
+    "<END_OF_TEXT>", "|", "<|", "|>", "\x0b", "\x0c", "\x1c", "\x1f", "\x85", "\u2028", "\u2029", "\xa0", "\u3000",
+    "\u180e", "\u200b", "\ufeff",
+]
+
+
+def random_prompt(rng: random.Random, pieces: list[str] = PIECES, piece_rate: float = 0.3) -> str:
     """One string: a few runs, each from one block, with pieces (whitespace, entities) between."""
     parts = []
     for _ in range(rng.randint(0, 12)):
-        if rng.random() < 0.3:
-            parts.append(rng.choice(PIECES))
+        if rng.random() < piece_rate:
+            parts.append(rng.choice(pieces))
             continue
         first, last = UNICODE_BLOCKS[rng.choice(list(UNICODE_BLOCKS))]
         parts.append("".join(chr(rng.randint(first, last)) for _ in range(rng.randint(1, 15))))
     return "".join(parts)
 
 
-def random_prompts(seed: int, count: int) -> list[str]:
+def random_prompts(seed: int, count: int, pieces: list[str] = PIECES, piece_rate: float = 0.3) -> list[str]:
     rng = random.Random(seed)
-    return [random_prompt(rng) for _ in range(count)]
+    return [random_prompt(rng, pieces, piece_rate) for _ in range(count)]
