@@ -271,27 +271,33 @@ def import_latent_diffusion():
     return LatentDiffusion
 
 
+def small_latent_diffusion(params: dict, parameterization: str):
+    """The original LatentDiffusion with params["unet"] and params["ddconfig"], identity
+    conditioning (the context is given directly) and the real schedule buffers."""
+    LatentDiffusion = import_latent_diffusion()
+    return LatentDiffusion(
+        first_stage_config={"target": "ldm.models.autoencoder.AutoencoderKL",
+                            "params": {"embed_dim": 4, "ddconfig": params["ddconfig"],
+                                       "lossconfig": {"target": "torch.nn.Identity"}}},
+        cond_stage_config={"target": "torch.nn.Identity"},
+        unet_config={"target": "ldm.modules.diffusionmodules.openaimodel.UNetModel", "params": params["unet"]},
+        linear_start=0.00085, linear_end=0.012, timesteps=1000, parameterization=parameterization,
+        conditioning_key="crossattn", cond_stage_key="txt", first_stage_key="jpg", image_size=8, channels=4,
+        scale_factor=0.18215, use_ema=False,
+    ).eval()
+
+
 def run_sampling(job: dict, inputs: dict) -> dict:
     """The original samplers (DDIMSampler, PLMSSampler, img2img's stochastic_encode + decode; the
     others of original_samplers.py) on the original LatentDiffusion with a small random UNet, identity conditioning (the context is
     given directly) and the real schedule buffers. Returns the UNet's state dict and the samples."""
-    LatentDiffusion = import_latent_diffusion()
     from ldm.models.diffusion.ddim import DDIMSampler
     from ldm.models.diffusion.plms import PLMSSampler
 
     params = job["params"]
     outputs = {}
     for parameterization in sorted({case["parameterization"] for case in params["cases"]}):
-        model = LatentDiffusion(
-            first_stage_config={"target": "ldm.models.autoencoder.AutoencoderKL",
-                                "params": {"embed_dim": 4, "ddconfig": params["ddconfig"],
-                                           "lossconfig": {"target": "torch.nn.Identity"}}},
-            cond_stage_config={"target": "torch.nn.Identity"},
-            unet_config={"target": "ldm.modules.diffusionmodules.openaimodel.UNetModel", "params": params["unet"]},
-            linear_start=0.00085, linear_end=0.012, timesteps=1000, parameterization=parameterization,
-            conditioning_key="crossattn", cond_stage_key="txt", first_stage_key="jpg", image_size=8, channels=4,
-            scale_factor=0.18215, use_ema=False,
-        ).eval()
+        model = small_latent_diffusion(params, parameterization)
         randomise(model.model, job["seed"])
         for key, value in model.model.diffusion_model.state_dict().items():
             outputs[f"{parameterization}/unet/{key}"] = value
@@ -321,6 +327,47 @@ def run_sampling(job: dict, inputs: dict) -> dict:
                         unconditional_guidance_scale=case["scale"], unconditional_conditioning=uncond, log_every_t=1)
                     outputs[f"{case['name']}/pred_x0_first"] = intermediates["pred_x0"][1]
             outputs[f"{case['name']}/sample"] = sample
+    return outputs
+
+
+def run_script_noise(job: dict, inputs: dict) -> dict:
+    """The x_T the original scripts/txt2img.py feeds its sampler, batch after batch: its loop
+    (seed_everything(seed), --fixed_code's start_code, n_iter x the prompt batches,
+    sampler.sample(..., x_T=start_code)) over the original DDIMSampler, PLMSSampler and the v2
+    scripts' DPMSolverSampler, on run_sampling's small LatentDiffusion. The x_T of each call is the
+    first half of the first batch the sampler hands the UNet ([uncond, cond] under guidance). The
+    model is built before the seeding: on CUDA, where the original script runs, its CPU
+    initialisation never touches the generator the draws come from."""
+    from ldm.models.diffusion.ddim import DDIMSampler
+    from ldm.models.diffusion.dpm_solver import DPMSolverSampler
+    from ldm.models.diffusion.plms import PLMSSampler
+
+    params = job["params"]
+    model = small_latent_diffusion(params, "eps")
+    randomise(model.model, job["seed"])
+    seen, apply_model = [], model.apply_model
+
+    def recording_apply_model(x, t, c, *args, **kwargs):
+        if seen and seen[-1] is None:
+            seen[-1] = x[: x.shape[0] // 2].clone()
+        return apply_model(x, t, c, *args, **kwargs)
+
+    model.apply_model = recording_apply_model
+    samplers = {"ddim": DDIMSampler, "plms": PLMSSampler, "dpm_solver": DPMSolverSampler}
+    outputs = {}
+    for case in params["cases"]:
+        n_samples, shape = case["n_samples"], case["shape"]
+        sampler = samplers[case["sampler"]](model)
+        seen.clear()
+        torch.manual_seed(case["seed"])  # pytorch_lightning's seed_everything(seed), for torch
+        start_code = torch.randn([n_samples, *shape]) if case["fixed_code"] else None
+        with torch.no_grad():
+            for _ in range(case["n_iter"]):
+                seen.append(None)
+                sampler.sample(S=case["steps"], conditioning=inputs["cond"], batch_size=n_samples, shape=shape,
+                               verbose=False, unconditional_guidance_scale=7.5,
+                               unconditional_conditioning=inputs["uncond"], eta=0.0, x_T=start_code)
+        outputs[f"{case['name']}/x_T"] = torch.stack(seen)
     return outputs
 
 
@@ -431,8 +478,9 @@ def main(job_path: str) -> None:
     if job["component"] == "load_saved":
         save_file({k: v.contiguous() for k, v in load_saved(job, inputs).items()}, job["outputs"])
         return
-    if job["component"] == "sampling":
-        save_file({k: v.contiguous() for k, v in run_sampling(job, inputs).items()}, job["outputs"])
+    if job["component"] in ("sampling", "script_noise"):
+        run = run_sampling if job["component"] == "sampling" else run_script_noise
+        save_file({k: v.contiguous() for k, v in run(job, inputs).items()}, job["outputs"])
         return
     if job["component"] == "checkpoint":
         save_file({k: v.contiguous() for k, v in build_checkpoint(job, inputs).items()}, job["outputs"])
