@@ -213,6 +213,8 @@ def decode(rgb: np.ndarray, length: int) -> bytes:
     """The `length` bytes the mark carries (WatermarkDecoder("bytes", 8 * length).decode(bgr, "dwtDct")).
     A bit no block carries (an image too small for the length) reads 0, as the package's NaN mean does."""
     check_size(rgb)
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise ValueError(f"length={length!r}: the number of bytes to read, an int >= 1")
     rows, cols = rgb.shape[0] // 4 * 4, rgb.shape[1] // 4 * 4
     band = dwt2(rgb_to_yuv(rgb)[:rows, :cols, 1])["aa"]
     ones, total = votes(band, 8 * length)
@@ -254,6 +256,7 @@ def find_mark(image: Image.Image) -> bytes | None:
 
 
 def describe(mark: bytes) -> str:
-    """The bytes as text when they are printable ASCII (all of MARKS), else as hex."""
-    text = mark.decode("ascii", errors="replace")
-    return text if text.isprintable() and text.isascii() and "\ufffd" not in text else "0x" + mark.hex()
+    """The bytes as text when they are printable ASCII without a comma (all of MARKS; a comma would
+    split the parameters text's field), else as hex: "0xc1003aee"."""
+    readable = mark and all(0x20 <= byte < 0x7F for byte in mark) and b"," not in mark
+    return mark.decode("ascii") if readable else "0x" + mark.hex()

@@ -9,9 +9,10 @@ Two flavours of the original CLIP `SimpleTokenizer`, which differ on a few kinds
   raw text first and become ids 49406 / 49407; each piece between them gets ftfy (which unescapes
   html only in a piece without "<"), whitespace, lower case, and no html.unescape of its own.
 
-They give different ids for text with entities and "<" ("&amp; <b>"), entities escaped twice
-("&amp;amp;"), and the special tokens written out; everywhere else the same. The padding id is
-separate (`pad_with`): v1 pads with the end-of-text id 49407, v2 with 0.
+They give different ids for html entities in a text with "<" ("&amp; <b>", "&amp;amp; <b>") and
+for the special tokens written out; everywhere else the same (ftfy's passes undo any depth of
+escaping in a text without "<", as the two unescapes do). The padding id is separate
+(`pad_with`): v1 pads with the end-of-text id 49407, v2 with 0.
 
 Every call is bounded, since a server takes prompts from the network: a text over MAX_TEXT_CHARS
 characters, or with a word over MAX_WORD_CHARS, is refused with a ValueError before anything

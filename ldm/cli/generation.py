@@ -9,7 +9,6 @@ import contextlib
 import os
 import shutil
 import signal
-import sys
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -18,6 +17,7 @@ from samplers import SAMPLERS
 
 from ..outputs import save_grid, save_sample
 from ..tasks.common import check_model, check_sampling, check_seed, prompts_for
+from ..warn import warn
 from ..watermark import describe, fits, mark_for, put_watermark
 from .common import RunError, UsageError, add_model_flags, check_model_flags, flag_errors
 
@@ -214,8 +214,8 @@ def report_unmarked(image, mark: bytes) -> None:
     """Once per run, on the console: images too small for the watermark carry none (their
     parameters text says so too; a grid of 256x256 pixels or more is still marked)."""
     if not fits(*image.size):
-        print(f"note: {image.width}x{image.height} images are under the 256x256 pixels the invisible watermark needs: "
-              f"they carry no {describe(mark)} mark (their parameters text says so)", file=sys.stderr)
+        warn(f"{image.width}x{image.height} images are under the 256x256 pixels the invisible watermark needs: "
+             f"they carry no {describe(mark)} mark (their parameters text says so)")
 
 
 @contextlib.contextmanager

@@ -34,8 +34,8 @@ def test_images_too_small_carry_no_mark_and_the_run_says_so_once(tiny_checkpoint
                  "--n_samples", "2", "--outdir", "out", "--no-progress", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     notes = [line for line in result.stderr.splitlines() if "watermark" in line]
-    assert notes == ["note: 64x64 images are under the 256x256 pixels the invisible watermark needs: they carry no "
-                     "ldm-demo mark (their parameters text says so)"]
+    assert notes == ["python -m ldm txt2img: warning: 64x64 images are under the 256x256 pixels the invisible "
+                     "watermark needs: they carry no ldm-demo mark (their parameters text says so)"]
     for i in range(4):
         parameters = Image.open(tmp_path / "out" / "samples" / f"{i:05d}.png").info["parameters"]
         assert parameters.endswith(", Watermark: none (under 256x256 pixels)")

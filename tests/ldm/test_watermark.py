@@ -139,3 +139,5 @@ def test_bad_inputs_are_refused_with_the_reason():
         W.encode(np.zeros((256, 256, 3)), b"SDV2")
     with pytest.raises(ValueError, match="empty"):
         W.encode(np.zeros((256, 256, 3), np.uint8), b"")
+    with pytest.raises(ValueError, match=r"length=0: the number of bytes to read, an int >= 1"):
+        W.decode(np.zeros((256, 256, 3), np.uint8), 0)

@@ -7,15 +7,13 @@ vocab.json, merges.txt and configs, made from the BPE file this project ships)."
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 from checkpoints_convert.diffusers import tokenizer_files
 from ldm.config import PRESETS
 
+from .job import run_job
 from .wheels import HUGGINGFACE_HUB_FOR_HF_TOKENIZER, TRANSFORMERS_FOR_V1, unpacked_wheel
 
 RUNNER = Path(__file__).with_name("run_hf_tokenizer.py")
@@ -31,12 +29,7 @@ def run_hf_tokenizer(texts: list[str]) -> tuple[list[list[int]], list[list[int]]
         for name, text in tokenizer_files(PRESETS["v1"]).items():
             (tmp / "clip" / name).write_text(text, encoding="utf-8")
         job = {"roots": roots, "folder": str(tmp / "clip"), "texts": texts, "outputs": str(tmp / "outputs.json")}
-        (tmp / "job.json").write_text(json.dumps(job))
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1",
-                                                                             "TRANSFORMERS_OFFLINE": "1"}
-        result = subprocess.run([sys.executable, str(RUNNER), str(tmp / "job.json")], cwd=tmp, env=env,
-                                capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"transformers 4.19.2's CLIPTokenizer failed:\n{result.stderr[-4000:]}")
+        run_job(RUNNER, job, tmp, "transformers 4.19.2's CLIPTokenizer",
+                {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
         outputs = json.loads((tmp / "outputs.json").read_text())
         return outputs["ids"], outputs["rows"]

@@ -3,16 +3,13 @@ the timm and OpenCV the harness pins (wheels.py)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from .job import run_job
 from .original_ldm import original_root
 from .wheels import OPENCV, TIMM_FOR_MIDAS, unpacked_wheel
 
@@ -31,10 +28,5 @@ def run_original_midas(inputs: dict[str, torch.Tensor], seed: int = 0
                "timm_root": str(unpacked_wheel(*TIMM_FOR_MIDAS)), "opencv_root": str(unpacked_wheel(*OPENCV)),
                "inputs": str(tmp / "inputs.safetensors"), "outputs": str(tmp / "outputs.safetensors"),
                "state_dict": str(tmp / "state.safetensors")}
-        (tmp / "job.json").write_text(json.dumps(job))
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        result = subprocess.run([sys.executable, str(RUNNER), str(tmp / "job.json")], cwd=tmp, env=env,
-                                capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"the original MiDaS failed:\n{result.stderr[-4000:]}")
+        run_job(RUNNER, job, tmp, "the original MiDaS")
         return load_file(tmp / "state.safetensors"), load_file(tmp / "outputs.safetensors")

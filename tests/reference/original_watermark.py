@@ -4,15 +4,12 @@ never installed beside our packages, nor is its OpenCV."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .job import run_job
 from .wheels import INVISIBLE_WATERMARK, OPENCV, PYWAVELETS, unpacked_wheel
 
 RUNNER = Path(__file__).with_name("run_watermark.py")
@@ -28,11 +25,6 @@ def run_package(images: dict[str, np.ndarray], *, mark: bytes | None = None, len
         np.savez(tmp / "inputs.npz", **images)
         job = {"roots": roots, "inputs": str(tmp / "inputs.npz"), "outputs": str(tmp / "outputs.npz"),
                "encode": mark is not None, "mark": (mark or b"").decode("latin-1"), "length": length}
-        (tmp / "job.json").write_text(json.dumps(job))
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        result = subprocess.run([sys.executable, str(RUNNER), str(tmp / "job.json")], cwd=tmp, env=env,
-                                capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"invisible-watermark failed:\n{result.stderr[-4000:]}")
+        run_job(RUNNER, job, tmp, "invisible-watermark")
         with np.load(tmp / "outputs.npz") as outputs:
             return {name: outputs[name] for name in outputs.files}

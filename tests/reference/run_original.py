@@ -289,8 +289,8 @@ def small_latent_diffusion(params: dict, parameterization: str):
 
 def run_sampling(job: dict, inputs: dict) -> dict:
     """The original samplers (DDIMSampler, PLMSSampler, img2img's stochastic_encode + decode; the
-    others of original_samplers.py) on the original LatentDiffusion with a small random UNet, identity conditioning (the context is
-    given directly) and the real schedule buffers. Returns the UNet's state dict and the samples."""
+    others of original_samplers.py) on small_latent_diffusion, its UNet random. Returns the UNet's
+    state dict and the samples."""
     from ldm.models.diffusion.ddim import DDIMSampler
     from ldm.models.diffusion.plms import PLMSSampler
 
