@@ -224,11 +224,13 @@ def decode(rgb: np.ndarray, length: int) -> bytes:
 
 
 def put_watermark(image: Image.Image, mark: bytes) -> Image.Image:
-    """A PIL image -> a marked copy (RGB), its `info` kept and its `parameters` text (if any) saying
+    """A PIL image -> a marked copy (RGB, or RGBA with its alpha kept), its `info` kept and its `parameters` text (if any) saying
     so: ", Watermark: <bytes>" on its last line. An image too small for the mark comes back
     unchanged, its parameters saying "Watermark: none (under 256x256 pixels)"; `fits` tells which."""
     if fits(*image.size):
         marked = Image.fromarray(encode(np.asarray(image.convert("RGB")), mark))
+        if "A" in image.getbands():  # the mark lives in the colours; an alpha channel is kept as it was
+            marked.putalpha(image.getchannel("A"))
         field = f"Watermark: {describe(mark)}"
     else:
         marked, field = image.copy(), "Watermark: none (under 256x256 pixels)"

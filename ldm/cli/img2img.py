@@ -36,12 +36,14 @@ def run(args: argparse.Namespace) -> int:
     return write_generations(args, sd, batches, task)
 
 
-def read_init_image(path: str, flag: str = "--init-img", mode: str | None = "RGB") -> Image.Image:
+def read_init_image(path: str, flag: str | None = "--init-img", mode: str | None = "RGB") -> Image.Image:
     """An input image (--init-img, --mask), decoded whole before the model loads: a regular file, a
     readable image, no more pixels than PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS).
-    mode: converted to it (None: kept as it is, for a mask whose transparency matters)."""
+    mode: converted to it (None: kept as it is, for a mask whose transparency matters). flag: what
+    the message names before the path (None: the path alone, for a positional argument)."""
+    label = f"{flag} {path}" if flag else str(path)
     if not Path(path).is_file():
-        raise UsageError(f"{flag} {path}: " + ("not a regular file" if Path(path).exists() else "no such file"))
+        raise UsageError(f"{label}: " + ("not a regular file" if Path(path).exists() else "no such file"))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -49,5 +51,5 @@ def read_init_image(path: str, flag: str = "--init-img", mode: str | None = "RGB
                 image.load()
                 return image.convert(mode) if mode else image.copy()
     except Exception as error:  # noqa: BLE001 - PIL raises OSError, ValueError, SyntaxError, zlib errors...
-        raise UsageError(f"{flag} {path}: not a readable image ({type(error).__name__}: "
+        raise UsageError(f"{label}: not a readable image ({type(error).__name__}: "
                          f"{str(error)[:200]!r})") from None

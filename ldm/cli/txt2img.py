@@ -80,8 +80,10 @@ def original_noise_task(args: argparse.Namespace, sd):
         images = sd.txt2img(prompts, x_T=noise.next_x_T(len(prompts)), **common)
         batch += 1
         for i, image in enumerate(images):
-            fields = f"Seed: {args.seed}, Noise: original batch {batch} image {i + 1}"
-            image.info["parameters"] = re.sub(r"Seed: \d+", fields, image.info["parameters"], count=1)
+            # On the fields line (the last; a prompt may say "Seed: 1" too), the run's seed and the place.
+            text, fields = image.info["parameters"].rsplit("\n", 1)
+            fields = re.sub(r"Seed: \d+", f"Seed: {args.seed}, Noise: original batch {batch} image {i + 1}", fields)
+            image.info["parameters"] = f"{text}\n{fields}"
         return images
 
     return task

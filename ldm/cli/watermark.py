@@ -16,6 +16,7 @@ from PIL import Image
 from ..outputs import save_new
 from ..watermark import MARKS, describe, find_mark, fits, put_watermark, read_watermark
 from .common import RunError, UsageError
+from .img2img import read_init_image
 
 LOSSY = {".jpg", ".jpeg", ".webp"}  # a format that rounds the mark away (docs/watermark.md)
 
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if args.length is not None and args.length < 1:
         raise UsageError(f"--length {args.length}: must be >= 1 (bytes)")
     for path in args.images:
-        image = open_image(path)
+        image = read_init_image(path, flag=None, mode=None)
         if not fits(*image.size):
             print(f"{path}: no mark ({image.width}x{image.height} is under the 256x256 pixels a mark needs)")
         elif args.length is not None:
@@ -63,7 +64,7 @@ def encode(args: argparse.Namespace) -> int:
         raise UsageError(f"{target}: unknown image type {suffix!r}; give a .png path")
     if suffix in LOSSY:
         raise UsageError(f"{target}: {suffix} is lossy and rounds the mark away; give a .png path")
-    image = open_image(source)
+    image = read_init_image(source, flag=None, mode=None)
     if not fits(*image.size):
         raise UsageError(f"{source}: {image.width}x{image.height} is under the 256x256 pixels a mark needs")
     marked = put_watermark(image, mark)
@@ -75,14 +76,3 @@ def encode(args: argparse.Namespace) -> int:
         raise RunError(f"{target}: {error.strerror or error}") from None
     print(target)
     return 0
-
-
-def open_image(path: str | Path) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except (OSError, Image.UnidentifiedImageError, Image.DecompressionBombError) as error:
-        raise UsageError(f"{path}: not an image this can read ({error})") from None

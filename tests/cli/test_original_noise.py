@@ -55,7 +55,8 @@ def test_the_command_line_feeds_txt2img_the_original_x_T(original_x_T, tiny_chec
     monkeypatch.setattr(StableDiffusion, "txt2img", recording_txt2img)
     for case in CASES:
         seen.clear()
-        args = ["txt2img", "--ckpt", str(tiny_checkpoint), "--noise", "original", "--seed", str(SEED), "--n_iter",
+        args = ["txt2img", "--ckpt", str(tiny_checkpoint), "--prompt", "Seed: 5 of a tree", "--noise", "original",
+                "--seed", str(SEED), "--n_iter",
                 str(N_ITER), "--n_samples", str(N_SAMPLES), "--ddim_steps", str(STEPS), "--outdir", case["name"],
                 "--skip_grid", "--no-progress", "--device", "cpu", *FLAGS[case["sampler"]]]
         assert main(args + ["--fixed_code"] * case["fixed_code"]) == 0
@@ -63,7 +64,8 @@ def test_the_command_line_feeds_txt2img_the_original_x_T(original_x_T, tiny_chec
     from PIL import Image
 
     parameters = Image.open(tmp_path / "ddim" / "samples" / "00003.png").info["parameters"]
-    assert f"Seed: {SEED}, Noise: original batch 2 image 2, " in parameters
+    assert parameters.startswith("Seed: 5 of a tree\n")  # the prompt's own "Seed:" is left alone
+    assert f"Seed: {SEED}, Noise: original batch 2 image 2, " in parameters.split("\n")[-1]
 
 
 @pytest.mark.parametrize("args, words", [

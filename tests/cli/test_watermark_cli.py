@@ -76,7 +76,8 @@ def test_the_watermark_command_refuses_bad_requests_with_one_line(tmp_path, monk
         ("--encode", "SDV2", "big.png", "out.xyz"): "out.xyz: unknown image type '.xyz'",
         ("--encode", "SDV2", "missing.png", "out.png"): "missing.png: no such file",
         ("--length", "0", "big.png"): "--length 0: must be >= 1",
-        ("text.png",): "text.png: not an image this can read",
+        ("text.png",): "text.png: not a readable image",
+        (".",): ".: not a regular file",
     }
     for args, message in cases.items():
         assert main(["watermark", *args]) == 2, args

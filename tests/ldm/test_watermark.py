@@ -125,6 +125,16 @@ def test_put_watermark_marks_a_copy_and_says_so_in_the_parameters(images):
     assert W.read_watermark(marked, 17) == b"StableDiffusionV1"
 
 
+def test_an_alpha_channel_is_kept_and_the_colours_marked(images):
+    rgb = images["noise_512"]
+    alpha = Image.fromarray(np.arange(512 * 512, dtype=np.uint32).reshape(512, 512).astype(np.uint8))
+    image = Image.fromarray(rgb)
+    image.putalpha(alpha)
+    marked = W.put_watermark(image, b"SDV2")
+    assert marked.mode == "RGBA" and np.array_equal(np.asarray(marked.getchannel("A")), np.asarray(alpha))
+    assert np.array_equal(np.asarray(marked.convert("RGB")), W.encode(rgb, b"SDV2"))
+
+
 def test_every_preset_has_its_familys_mark_and_a_configuration_of_ones_own_its_familys():
     assert set(W.MARKS) == set(PRESETS)
     for name, config in PRESETS.items():
