@@ -17,7 +17,7 @@ from PIL import Image, PngImagePlugin
 
 from checkpoints_convert.save import new_partial
 
-from .watermark import fits, put_watermark
+from .watermark import put_watermark
 
 SAMPLE_PATTERN, SAMPLE_DIGITS = "{n:0{width}d}.png", 5
 GRID_PATTERN, GRID_DIGITS = "grid-{n:0{width}d}.png", 4
@@ -41,7 +41,7 @@ def save_grid(images: list[Image.Image], outdir: str | Path, columns: int, water
     folder = Path(outdir)
     folder.mkdir(parents=True, exist_ok=True)
     grid = make_grid(images, columns)
-    if watermark is not None and fits(*grid.size):
+    if watermark is not None:  # a grid under 256x256 pixels comes back unmarked (put_watermark)
         grid = put_watermark(grid, watermark)
     return save_png(grid, folder, GRID_PATTERN, GRID_DIGITS, None)
 

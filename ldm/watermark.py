@@ -188,6 +188,22 @@ def check_size(rgb: np.ndarray) -> None:
                          f"256x256 pixels (rows x columns >= {MIN_PIXELS}), as invisible-watermark")
 
 
+def marked_region(rgb: np.ndarray) -> tuple[slice, slice]:
+    """The pixels the package works on: the top-left rows // 4 * 4 by columns // 4 * 4 (whole 4x4 cells)."""
+    return slice(0, rgb.shape[0] // 4 * 4), slice(0, rgb.shape[1] // 4 * 4)
+
+
+def marked_plane(u: np.ndarray, bits: np.ndarray) -> np.ndarray:
+    """The U plane [h, w] (uint8) -> the marked plane, as floats before the package's uint8 write:
+    its Haar bands, the bits embedded in cA, the inverse transform."""
+    bands = dwt2(u)
+    embed(bands["aa"], bits)
+    # The package's quirk: it gives pywt.idwt2 (cA, (cV, cH, cD)) where dwt2 gave (cA, (cH, cV, cD)),
+    # so the two detail bands trade places: every 2x2 cell of the U plane comes back transposed.
+    bands["da"], bands["ad"] = bands["ad"], bands["da"]
+    return idwt2(bands)
+
+
 def encode(rgb: np.ndarray, mark: bytes) -> np.ndarray:
     """[H, W, 3] uint8 RGB -> the same with `mark` in it (WatermarkEncoder.encode(bgr, "dwtDct"))."""
     check_size(rgb)
@@ -195,17 +211,11 @@ def encode(rgb: np.ndarray, mark: bytes) -> np.ndarray:
         raise ValueError("the watermark is empty: give at least one byte")
     bits = np.unpackbits(np.frombuffer(mark, dtype=np.uint8))  # most significant bit first
     yuv = rgb_to_yuv(rgb)
-    rows, cols = rgb.shape[0] // 4 * 4, rgb.shape[1] // 4 * 4  # the package works on whole 4x4 pixels
-    bands = dwt2(yuv[:rows, :cols, 1])
-    embed(bands["aa"], bits)
-    # The package's quirk: it gives pywt.idwt2 (cA, (cV, cH, cD)) where dwt2 gave (cA, (cH, cV, cD)),
-    # so the two detail bands trade places: every 2x2 cell of the U plane comes back transposed.
-    bands["da"], bands["ad"] = bands["ad"], bands["da"]
-    plane = idwt2(bands)
+    rows, cols = marked_region(rgb)
     # The package writes the floats into its uint8 array, which truncates them (11.99 -> 11). U lies
     # in 17..239 for every RGB colour and a mark moves a coefficient of cA by at most 27, a pixel by
     # at most 13.5, so no value leaves 0..255 (numpy would wrap it).
-    yuv[:rows, :cols, 1] = plane.astype(np.uint8)
+    yuv[rows, cols, 1] = marked_plane(yuv[rows, cols, 1], bits).astype(np.uint8)
     return yuv_to_rgb(yuv)
 
 
@@ -215,8 +225,8 @@ def decode(rgb: np.ndarray, length: int) -> bytes:
     check_size(rgb)
     if isinstance(length, bool) or not isinstance(length, int) or length < 1:
         raise ValueError(f"length={length!r}: the number of bytes to read, an int >= 1")
-    rows, cols = rgb.shape[0] // 4 * 4, rgb.shape[1] // 4 * 4
-    band = dwt2(rgb_to_yuv(rgb)[:rows, :cols, 1])["aa"]
+    rows, cols = marked_region(rgb)
+    band = dwt2(rgb_to_yuv(rgb)[rows, cols, 1])["aa"]
     ones, total = votes(band, 8 * length)
     with np.errstate(invalid="ignore", divide="ignore"):
         bits = ones / total * 255 > 127  # the package's mean score * 255 > 127: a majority of the blocks
@@ -224,9 +234,10 @@ def decode(rgb: np.ndarray, length: int) -> bytes:
 
 
 def put_watermark(image: Image.Image, mark: bytes) -> Image.Image:
-    """A PIL image -> a marked copy (RGB, or RGBA with its alpha kept), its `info` kept and its `parameters` text (if any) saying
-    so: ", Watermark: <bytes>" on its last line. An image too small for the mark comes back
-    unchanged, its parameters saying "Watermark: none (under 256x256 pixels)"; `fits` tells which."""
+    """A PIL image -> a marked copy (RGB, or RGBA with its alpha kept), its `info` kept and its
+    `parameters` text (if any) saying so: ", Watermark: <bytes>" on its last line. An image too
+    small for the mark comes back unchanged, its parameters saying "Watermark: none (under 256x256
+    pixels)"; `fits` tells which."""
     if fits(*image.size):
         marked = Image.fromarray(encode(np.asarray(image.convert("RGB")), mark))
         if "A" in image.getbands():  # the mark lives in the colours; an alpha channel is kept as it was
