@@ -7,7 +7,9 @@ a server or a batch runner call them alike.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import os
 import re
 from pathlib import Path
@@ -88,17 +90,29 @@ def written_then_linked(image: Image.Image, near: Path, image_format: str, param
     half-written image and an existing file is never replaced. The temporary file is created as any
     new file is (0666, less the umask, which the kernel applies), so the image gets the permissions
     the user's other files get; the same mechanism as checkpoints (checkpoints_convert/save.py)."""
-    info = PngImagePlugin.PngInfo()
-    if parameters is not None:
-        info.add_text("parameters", parameters)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     tmp, fd = new_partial(near, lambda name: os.open(name, flags, 0o666))
     try:
         with os.fdopen(fd, "wb") as f:
-            image.save(f, format=image_format, **({"pnginfo": info} if image_format == "PNG" else {}))
+            image.save(f, format=image_format, **({"pnginfo": png_text(parameters)} if image_format == "PNG" else {}))
         return link(tmp)
     finally:
         os.unlink(tmp)
+
+
+def png_text(parameters: str | None) -> PngImagePlugin.PngInfo:
+    """The PNG text chunks of a generated image: its `parameters`, when it has them."""
+    info = PngImagePlugin.PngInfo()
+    if parameters is not None:
+        info.add_text("parameters", parameters)
+    return info
+
+
+def png_bytes(image: Image.Image, parameters: str | None) -> bytes:
+    """The bytes of the PNG file save_sample would write (a server sends them without a file)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=png_text(parameters))
+    return buffer.getvalue()
 
 
 def next_number(folder: Path, pattern: str) -> int:
@@ -158,8 +172,20 @@ def parameters_text(prompt: str, *, negative_prompt: str, steps: int, sampler: s
 
 def file_hash(path: str | Path) -> str:
     """The first 10 hex digits of the file's sha256 (the "Model hash" other tools print)."""
+    return file_sha256(path)[:10]
+
+
+def file_sha256(path: str | Path) -> str:
+    """The file's sha256 (hex), read once per version of the file (its path, size and modification
+    time): a model's hash is asked for by every image's parameters and by the server's listing."""
+    status = os.stat(path)
+    return _sha256(str(Path(path).resolve()), status.st_size, status.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()[:10]
+    return digest.hexdigest()

@@ -1,5 +1,5 @@
 """The command line: `python -m ldm txt2img | img2img | inpaint | depth2img | upscale | convert | bench | watermark |
-train-demo`.
+serve | train-demo`.
 
 One file per command, each with `add_parser(commands)` (its flags) and `run(args)` (a short
 function). txt2img/img2img take the flags of the original scripts/txt2img.py and
@@ -20,11 +20,11 @@ import sys
 import warnings
 
 from .. import __version__
-from . import bench, convert, depth2img, img2img, inpaint, train_demo, txt2img, upscale, watermark
+from . import bench, convert, depth2img, img2img, inpaint, serve, train_demo, txt2img, upscale, watermark
 from .common import RunError, UsageError
 
 COMMANDS = {"txt2img": txt2img, "img2img": img2img, "inpaint": inpaint, "depth2img": depth2img, "upscale": upscale,
-            "bench": bench, "convert": convert, "watermark": watermark, "train-demo": train_demo}
+            "bench": bench, "convert": convert, "watermark": watermark, "serve": serve, "train-demo": train_demo}
 INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 
 
@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Stable Diffusion, written from scratch to be read and trusted.")
     parser.add_argument("--version", action="version", version=f"ldm {__version__}")
     commands = parser.add_subparsers(dest="command",
-                                     metavar="{txt2img,img2img,inpaint,depth2img,upscale,convert,bench,watermark,train-demo}")
+                                     metavar="{txt2img,img2img,inpaint,depth2img,upscale,convert,bench,watermark,serve,"
+                                             "train-demo}")
     for name, command in COMMANDS.items():
         command.add_parser(commands)
         subparser = commands.choices[name]
