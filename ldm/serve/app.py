@@ -179,5 +179,6 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body.encode()})
 
 
-class TooLarge(Exception):
-    pass
+class TooLarge(BaseException):
+    """Not an Exception: FastAPI turns any Exception raised while it reads a body into a 400, and
+    this one must reach BodyLimit, which answers 413."""

@@ -1,6 +1,6 @@
 """One server process for the API tests (tests/serve/test_*.py), on a models folder holding the
-demo model, a demo-sized inpainting model and a demo-sized x4 upscaler (random weights), a text
-file, and a symlink to a checkpoint outside the folder (which must not be listed)."""
+demo model, demo-sized inpainting, x4-upscaler and depth models (random weights), a text file, and
+a symlink to a checkpoint outside the folder (which must not be listed)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ import webuiapi
 from ldm import StableDiffusion
 from ldm.config import PRESETS
 from ldm.demo import CHECKPOINT
-from tests.ldm.tiny_models import TINY, TINY_INPAINTING, TINY_UPSCALER
+from tests.ldm.tiny_models import TINY, TINY_DEPTH, TINY_INPAINTING, TINY_UPSCALER
 
 from .server_process import ServerProcess
 
 DEMO = "demo.safetensors"
 INPAINTING = "inpaint/demo-inpainting.safetensors"
 UPSCALER = "demo-upscaler.safetensors"
+DEPTH = "depth/demo-depth.safetensors"
 
 
 @pytest.fixture(scope="session")
@@ -27,11 +28,12 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
     folder = root / "models"
     (folder / "inpaint").mkdir(parents=True)
+    (folder / "depth").mkdir()
     shutil.copy(CHECKPOINT, folder / DEMO)
     with pytest.MonkeyPatch.context() as patch:
         for name, config in TINY.items():
             patch.setitem(PRESETS, name, config)
-        for path, config in ((INPAINTING, TINY_INPAINTING), (UPSCALER, TINY_UPSCALER)):
+        for path, config in ((INPAINTING, TINY_INPAINTING), (UPSCALER, TINY_UPSCALER), (DEPTH, TINY_DEPTH)):
             torch.manual_seed(0)
             StableDiffusion(config).eval().save_checkpoint(folder / path)
     (folder / "notes.txt").write_text("not a model")

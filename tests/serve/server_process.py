@@ -1,8 +1,8 @@
 """A real `python -m ldm serve` process on a free local port, for the API tests.
 
-The models folder may hold the demo-sized inpainting and upscaler models of tests/ldm/tiny_models.py
+The models folder may hold the demo-sized inpainting, upscaler and depth models of tests/ldm/tiny_models.py
 (random weights): their variants are not ones the loader detects from the weights (the demo's
-context width with 9 or 7 input channels), so the process registers their presets and tells their
+context width with 9, 7 or 5 input channels), so the process registers their presets and tells their
 variants from the same shapes the loader reads, before the command line's main runs.
 """
 
@@ -30,7 +30,7 @@ detected = load.variant_from_weights
 def variant_from_weights(shapes, path):
     contexts = [s for k, s in shapes.items() if detect.CROSS_ATTENTION_KEY.fullmatch(k)]
     if contexts and contexts[0][1] == 96:
-        tiny = {9: "demo-inpainting", 7: "demo-upscaler"}.get(shapes[detect.UNET_IN][1])
+        tiny = {9: "demo-inpainting", 7: "demo-upscaler", 5: "demo-depth"}.get(shapes[detect.UNET_IN][1])
         if tiny:
             return tiny, "tests: a demo-sized " + tiny
     return detected(shapes, path)

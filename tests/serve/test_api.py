@@ -20,7 +20,7 @@ from ldm.outputs import png_bytes
 from ldm.watermark import mark_for, put_watermark
 from samplers import ddim_timesteps
 
-from .conftest import DEMO, INPAINTING, UPSCALER, tiny_model
+from .conftest import DEMO, DEPTH, INPAINTING, UPSCALER, tiny_model
 from .server_process import ROOT
 
 PROMPT = "a red circle on a blue background"
@@ -182,6 +182,17 @@ def test_img2img_resizes_the_init_image_and_runs_the_library_s_img2img(api, mode
     assert np.array_equal(np.asarray(result.image), np.asarray(expected))
 
 
+def test_img2img_on_a_depth_model_is_the_library_s_depth2img(api, models):
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    api.util_set_model(DEPTH)
+    result = api.img2img(images=[image], prompt=PROMPT, width=64, height=64, steps=10, seed=4, sampler_name="DDIM",
+                         denoising_strength=0.7)
+    sd = tiny_model(models / DEPTH, "demo-depth")
+    expected = sd.depth2img(image, PROMPT, strength=0.7, steps=10, seed=4, eta=1.0, guidance_scale=7.0,
+                            progress=False)[0]
+    assert np.array_equal(np.asarray(result.image), np.asarray(expected))
+
+
 def test_extra_single_image_upscales_with_the_x4_model_when_it_is_loaded(api, models):
     small = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
     assert [u["name"] for u in api.get_upscalers()] == ["None", "Lanczos", "Nearest"]
@@ -220,7 +231,8 @@ def test_png_info_reads_our_parameters_and_a1111s(api):
 
 def test_the_models_listed_are_the_folder_s_own_files(api, server, models):
     titles = [m["title"] for m in api.get_sd_models()]
-    assert [t.split(" [")[0] for t in titles] == [UPSCALER, DEMO, INPAINTING]  # not notes.txt, not the symlink out
+    # in walking order, not notes.txt, not the symlink out
+    assert [t.split(" [")[0] for t in titles] == [UPSCALER, DEMO, DEPTH, INPAINTING]
     for name in ("escape.safetensors", "../outside.safetensors", str(models.parent / "outside.safetensors"),
                  str(models / DEMO)):
         answer = requests.post(f"{server.url}/sdapi/v1/options", json={"sd_model_checkpoint": name})
