@@ -80,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
     app = BodyLimit(create_app(server, auth), server.limits.body_bytes)
     print(f"serving {checkpoints.title(server.selected)} on http://{host}:{args.port} (the A1111 API under "
           f"/sdapi/v1; its schema at /docs); images to {outdir}", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=host, port=args.port, log_level="info")
+    # Ctrl-C: requests still waiting on a job get 10 s, then the server stops (a job in the middle of
+    # its steps is not waited for).
+    uvicorn.run(app, host=host, port=args.port, log_level="info", timeout_graceful_shutdown=10)
     return 0
 
 

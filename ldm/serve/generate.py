@@ -54,7 +54,7 @@ class Plan:
 
     @property
     def count(self) -> int:
-        return self.request.batch_size * self.request.n_iter
+        return plan_count(self.request)
 
     @property
     def about(self) -> str:
@@ -83,21 +83,26 @@ def plan(server, request: Generation) -> Plan:
     sampler, karras = names.resolve(request.sampler_name or request.sampler_index, request.scheduler)
     # A1111 passes eta to the samplers that add noise and ignores it for the others (webuiapi sends 1.0).
     eta = request.eta if "eta" in options_of(SAMPLERS[sampler.ours]) else None
-    seed = request.seed if request.seed not in (None, -1) else random.randrange(MAX_SEED)  # A1111's get_fixed_seed
+    # -1: a random seed, as A1111's get_fixed_seed draws one, here so that seed + count - 1 fits in 32 bits.
+    seed = request.seed if request.seed != -1 else random.randrange(MAX_SEED - plan_count(request) + 2)
     try:
         check_sampling(sampler=sampler.ours, steps=request.steps, guidance_scale=request.cfg_scale, eta=eta,
                        karras=karras, starts_late=isinstance(request, Img2Img) and request.mask is None)
-        check_seed(seed, request.batch_size * request.n_iter)
+        check_seed(seed, plan_count(request))
         if isinstance(request, Img2Img):
             check_strength(request.denoising_strength)
     except ArgumentError as error:
         raise refused_argument(error) from None
     result = Plan(request, sampler, karras, eta, seed, server.checkpoint_for(request.override_settings))
-    if request.override_settings_restore_afterwards is False:  # the override stays the selected model
-        server.selected = result.checkpoint
     if isinstance(request, Img2Img):
         read_images(server, request, result)
+    if request.override_settings_restore_afterwards is False:  # the override stays the selected model
+        server.selected = result.checkpoint
     return result
+
+
+def plan_count(request: Generation) -> int:
+    return request.batch_size * request.n_iter
 
 
 def read_images(server, request: Img2Img, plan: Plan) -> None:
@@ -127,6 +132,8 @@ def read_images(server, request: Img2Img, plan: Plan) -> None:
         mask = ImageOps.invert(mask)
     blur_x, blur_y = (request.mask_blur,) * 2 if request.mask_blur is not None else (request.mask_blur_x,
                                                                                     request.mask_blur_y)
+    if min(blur_x, blur_y) < 0:
+        raise Refused("mask_blur", f"{min(blur_x, blur_y)}: a blur radius is >= 0 pixels")
     if blur_x or blur_y:
         mask = mask.filter(ImageFilter.GaussianBlur((blur_x, blur_y)))
     mask = mask if mask.size == size else mask.resize(size, Image.LANCZOS)

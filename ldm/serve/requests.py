@@ -3,8 +3,10 @@ declares them (modules/api/models.py builds them from its processing classes' fi
 same defaults), and the fields that ask for something this project does not have.
 
 Pydantic checks the types (a wrong type: FastAPI's own 422, as in A1111) and ignores unknown keys
-(as A1111 does). A field this project cannot honour is accepted at its A1111 default and refused
-otherwise (Refused, HTTP 422 naming it), never silently ignored: `refusals()`.
+(as A1111 does). A1111 declares every field Optional; here the numbers a run needs (seed, steps,
+sizes, ...) are not, so that a null is a 422 rather than a failure in the middle of the job.
+A field this project cannot honour is accepted at its A1111 default and refused otherwise
+(Refused, HTTP 422 naming it), never silently ignored: `refusals()`.
 """
 
 from __future__ import annotations
@@ -24,19 +26,19 @@ class Generation(BaseModel):
     prompt: str | None = ""
     negative_prompt: str | None = ""
     styles: list[str] | None = None
-    seed: int | None = -1
+    seed: int = -1
     subseed: int | None = -1
     subseed_strength: float | None = 0
     seed_resize_from_h: int | None = -1
     seed_resize_from_w: int | None = -1
     sampler_name: str | None = None
     scheduler: str | None = None
-    batch_size: int | None = 1
-    n_iter: int | None = 1
-    steps: int | None = 50
-    cfg_scale: float | None = 7.0
-    width: int | None = 512
-    height: int | None = 512
+    batch_size: int = 1
+    n_iter: int = 1
+    steps: int = 50
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 512
     restore_faces: bool | None = None
     tiling: bool | None = None
     do_not_save_samples: bool | None = False
@@ -58,8 +60,8 @@ class Generation(BaseModel):
     sampler_index: str | None = "Euler"
     script_name: str | None = None
     script_args: list | None = []
-    send_images: bool | None = True
-    save_images: bool | None = False
+    send_images: bool = True
+    save_images: bool = False
     alwayson_scripts: dict[str, Any] | None = {}
     force_task_id: str | None = None
     infotext: str | None = None
@@ -89,20 +91,20 @@ class Img2Img(Generation):
 
     init_images: list[str] | None = None
     resize_mode: int | None = 0
-    denoising_strength: float | None = 0.75
+    denoising_strength: float = 0.75
     image_cfg_scale: float | None = None
     mask: str | None = None
-    mask_blur_x: int | None = 4
-    mask_blur_y: int | None = 4
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
     mask_blur: int | None = None
     mask_round: bool | None = True
     inpainting_fill: int | None = 0
-    inpaint_full_res: bool | None = True
+    inpaint_full_res: bool = True
     inpaint_full_res_padding: int | None = 0
-    inpainting_mask_invert: int | None = 0
+    inpainting_mask_invert: int = 0
     initial_noise_multiplier: float | None = None
     latent_mask: str | None = None
-    include_init_images: bool | None = False
+    include_init_images: bool = False
 
 
 # field -> (the values that ask for nothing, what another value would ask for). None is A1111's

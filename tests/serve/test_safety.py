@@ -47,6 +47,7 @@ BAD = [  # (path, body, status, what the message must say)
     ("txt2img", {"seed": 2**33}, 422, "seed: 8589934592: must be an int in 0.."),
     ("txt2img", {"cfg_scale": -1}, 422, "cfg_scale: -1.0: must be a finite number >= 0"),
     ("txt2img", {"steps": "many"}, 422, "'loc': ['body', 'steps']"),
+    ("txt2img", {"width": None}, 422, "'loc': ['body', 'width']"),
     ("txt2img", {"override_settings": {"sd_model_checkpoint": "nope"}}, 404,
      "override_settings.sd_model_checkpoint: no model 'nope' here"),
     ("txt2img", {"override_settings": {"CLIP_stop_at_last_layers": 2}}, 422,
@@ -62,6 +63,7 @@ BAD = [  # (path, body, status, what the message must say)
     ("img2img", {**INPAINT, "inpaint_full_res": True}, 422, "inpaint_full_res: true asks for 'Only masked'"),
     ("img2img", {**INPAINT, "denoising_strength": 0.75}, 422, "denoising_strength: 0.75: an inpainting model"),
     ("img2img", INPAINT, 422, "mask: the loaded model (demo) is not an inpainting model"),
+    ("img2img", {**INPAINT, "mask_blur": -2}, 422, "mask_blur: -2: a blur radius is >= 0 pixels"),
     ("options", {"tiling": True}, 422, "options.tiling: True: this server's value is False"),
     ("options", {"no_such_option": 1}, 422, "options.no_such_option: no such option here"),
     ("options", {"show_progress_every_n_steps": -1}, 422, "a preview every N steps needs an int >= 0"),
@@ -113,6 +115,20 @@ def test_a_failing_job_fails_alone(server):
     assert answers["failing"].status_code == 422 and "width: 72" in answers["failing"].json()["detail"]
     assert answers["first"].status_code == answers["last"].status_code == 200
     assert requests.get(f"{server.url}/sdapi/v1/progress").json()["state"]["job_count"] == 0
+
+
+def test_a_model_that_does_not_load_leaves_the_previous_one(server, models):
+    broken = models / "broken.safetensors"
+    broken.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
+    try:
+        requests.post(f"{server.url}/sdapi/v1/refresh-checkpoints")
+        answer = requests.post(f"{server.url}/sdapi/v1/options", json={"sd_model_checkpoint": "broken.safetensors"})
+        assert answer.status_code == 500 and "broken.safetensors" in answer.json()["errors"], answer.text
+        assert requests.get(f"{server.url}/sdapi/v1/options").json()["sd_model_checkpoint"].startswith("demo.")
+        assert requests.post(f"{server.url}/sdapi/v1/txt2img", json=SMALL).status_code == 200
+    finally:
+        broken.unlink()
+        requests.post(f"{server.url}/sdapi/v1/refresh-checkpoints")
 
 
 @pytest.fixture(scope="module")
