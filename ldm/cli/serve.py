@@ -22,21 +22,21 @@ from .generation import check_outdir
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser("serve", help="serve the AUTOMATIC1111 web API (/sdapi/v1) on this machine",
-                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = commands.add_parser("serve", help="serve the AUTOMATIC1111 web API (/sdapi/v1) on this machine")
     add_model_flags(parser)
     add = parser.add_argument
     add("--models-dir", type=str, help="a folder of .ckpt/.safetensors files (sub-folders too), any of which a "
                                         "client may select; the one loaded first is --ckpt's, named as listed "
                                         "(\"sub/model.safetensors\"), else the first in name order")
-    add("--host", type=str, default="127.0.0.1", help="the address to listen on (other than this machine's: "
-                                                      "with --listen only)")
-    add("--port", type=int, default=7860, help="the port (A1111's)")
+    add("--host", type=str, default="127.0.0.1", help="the address to listen on (default: 127.0.0.1; one that "
+                                                      "other machines can reach needs --listen)")
+    add("--port", type=int, default=7860, help="the port (default: 7860, A1111's)")
     add("--listen", action="store_true", help="listen on every address (0.0.0.0), reachable from other machines, "
                                               "as A1111's --listen; use --api-auth with it")
     add("--api-auth", type=str, metavar="USER:PASSWORD", help="require HTTP basic authentication (A1111's --api-auth)")
     add("--outdir", type=str, default="outputs", help="where images are saved (OUTDIR/samples/NNNNN.png, as the "
-                                                      "CLI writes them) when a request sets save_images")
+                                                      "CLI writes them) when a request sets save_images (default: "
+                                                      "outputs)")
     add("--no_watermark", action="store_true", help="put no invisible watermark in the images")
 
 
