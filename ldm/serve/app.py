@@ -1,5 +1,6 @@
 """The HTTP routes: AUTOMATIC1111's /sdapi/v1 paths, each a few lines over server.py, generate.py
-and extras.py (docs/server.md lists every endpoint and field).
+and extras.py (docs/server.md lists every endpoint and field); /ldm/v1/model, what the loaded
+model can do; and the browser UI's page at / (ldm/serve/ui/).
 
 Handlers are plain functions, which FastAPI runs in its thread pool: one waiting on its job
 (worker.run) blocks only its own thread, so /progress and /interrupt answer while a job runs.
@@ -9,10 +10,11 @@ from __future__ import annotations
 
 import json
 import secrets
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel
 
@@ -21,6 +23,9 @@ from . import extras, generate, images, names
 from .errors import Refused
 from .requests import Img2Img, Txt2Img
 from .server import Server
+
+UI = Path(__file__).parent / "ui"
+UI_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
 
 # What /png-info leaves out of `items`, as A1111's read_info_from_image does.
 IGNORED_INFO = {"jfif", "jfif_version", "jfif_unit", "jfif_density", "dpi", "exif", "loop", "background", "timestamp",
@@ -118,7 +123,31 @@ def create_app(server: Server, api_auth: tuple[str, str] | None = None) -> FastA
     def scripts() -> dict:  # no scripts here (webuiapi asks on start, for its extensions)
         return {"txt2img": [], "img2img": []}
 
-    app.include_router(api)
+    # This project's own, for the browser UI: what the loaded model can do.
+    ours = APIRouter(prefix="/ldm/v1", dependencies=dependencies)
+
+    @ours.get("/model")
+    def model() -> dict:
+        sd = server.model.sd
+        return {"title": server.checkpoints.title(server.selected), "variant": sd.variant, "task": sd.config.task,
+                "image_size": sd.config.image_size,
+                "size_multiple": sd.config.autoencoder.downsampling_factor * sd.unet.downsampling_factor}
+
+    # The browser UI (ldm/serve/ui/): its page and the two files it loads, by name.
+    page = APIRouter(dependencies=dependencies)
+
+    @page.get("/", response_class=FileResponse)
+    def index() -> FileResponse:
+        return FileResponse(UI / "index.html")
+
+    @page.get("/ui/{name}", response_class=FileResponse)
+    def ui_file(name: str) -> FileResponse:
+        if name not in UI_FILES:
+            raise HTTPException(404, "Not Found")
+        return FileResponse(UI / name, media_type=UI_FILES[name])
+
+    for router in (api, ours, page):
+        app.include_router(router)
     return app
 
 
