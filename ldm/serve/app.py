@@ -19,6 +19,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel
 
 from .. import __version__
+from ..tasks.depth2img import depth_image
 from . import extras, generate, images, names
 from .errors import Refused
 from .requests import Img2Img, Txt2Img
@@ -32,7 +33,7 @@ IGNORED_INFO = {"jfif", "jfif_version", "jfif_unit", "jfif_density", "dpi", "exi
                 "duration", "progressive", "progression", "icc_profile", "chromaticity", "photoshop"}
 
 
-class PngInfo(BaseModel):
+class ImageBody(BaseModel):  # /png-info and /ldm/v1/depth
     image: str
 
 
@@ -69,7 +70,7 @@ def create_app(server: Server, api_auth: tuple[str, str] | None = None) -> FastA
         return server.worker.run("extras", lambda run: extras.upscale(server, request, image, run))
 
     @api.post("/png-info")
-    def png_info(request: PngInfo) -> dict:
+    def png_info(request: ImageBody) -> dict:
         image = images.decode(request.image, "image", server.limits.upload_pixels)
         items = {k: v if isinstance(v, (str, int, float, bool)) else str(v) for k, v in image.info.items()
                  if k not in IGNORED_INFO}
@@ -133,6 +134,12 @@ def create_app(server: Server, api_auth: tuple[str, str] | None = None) -> FastA
                 "image_size": sd.config.image_size,
                 "size_multiple": sd.config.autoencoder.downsampling_factor * sd.unet.downsampling_factor}
 
+    @ours.post("/depth")
+    def depth(request: ImageBody) -> dict:
+        """MiDaS's depth map of an image, as the depth model conditions on it (white: near)."""
+        image = images.decode(request.image, "image", server.limits.upload_pixels).convert("RGB")
+        return server.worker.run("depth", lambda run: {"image": images.encode(depth_map(server, image))})
+
     # The browser UI (ldm/serve/ui/): its page and the two files it loads, by name.
     page = APIRouter(dependencies=dependencies)
 
@@ -149,6 +156,17 @@ def create_app(server: Server, api_auth: tuple[str, str] | None = None) -> FastA
     for router in (api, ours, page):
         app.include_router(router)
     return app
+
+
+def depth_map(server: Server, image):
+    sd = server.model.get(server.selected)
+    if sd.config.task != "depth2img":
+        raise Refused("sd_model_checkpoint", f"the loaded model ({sd.variant}) has no depth estimator; load a depth "
+                                             "checkpoint (512-depth-ema)")
+    try:
+        return depth_image(sd.estimate_depth(image))[0]
+    except ValueError as error:
+        raise Refused("image", str(error)) from None
 
 
 def basic_auth(user: str, password: str):

@@ -9,7 +9,8 @@ answered as A1111 answers (images, parameters, info).
 
 Which task runs is told by the loaded model and the request: a text-to-image model runs txt2img,
 or img2img with init_images; an inpainting model runs inpaint (init_images and a mask); a depth
-model, depth2img. img2img resizes the init image to width x height (A1111's resize_mode 0).
+model, depth2img; the x4 upscaler, upscale (init_images; this project's own: A1111 upscales in its
+extras only). img2img resizes the init image to width x height (A1111's resize_mode 0).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ..outputs import save_grid, save_sample
 from ..tasks.common import ArgumentError, MAX_SEED, check_sampling, check_seed
 from ..tasks.img2img import check_strength
 from ..tasks.txt2img import check_size
+from ..tasks.upscale import check_noise_level
 from ..watermark import mark_for, put_watermark
 from . import images, names
 from .errors import Refused
@@ -183,12 +185,14 @@ def choose_task(sd, plan: Plan):
                   sampler=plan.sampler.ours, guidance_scale=request.cfg_scale, eta=plan.eta, karras=plan.karras)
     kind = sd.config.task
     try:
-        check_size(sd, width=request.width, height=request.height)
+        if kind != "upscale":  # the upscaler pads its input to the multiple it needs (the original's pad_image)
+            check_size(sd, width=request.width, height=request.height)
     except ArgumentError as error:
         raise refused_argument(error) from None
-    if kind == "upscale":
-        raise Refused("sd_model_checkpoint", f"{sd.variant} is an upscaler: it runs in /sdapi/v1/extra-single-image; "
-                                             "load a text-to-image model for txt2img and img2img")
+    if kind == "upscale" and (plan.image is None or plan.mask is not None):
+        raise Refused("sd_model_checkpoint", f"{sd.variant} is an upscaler: it upscales init_images in img2img "
+                                             "(without a mask) or in /sdapi/v1/extra-single-image; load a "
+                                             "text-to-image model for txt2img")
     if plan.mask is not None and kind != "inpaint":
         raise Refused("mask", f"the loaded model ({sd.variant}) is not an inpainting model, and masked img2img on "
                               "other models is not in this project; load an inpainting checkpoint")
@@ -202,6 +206,12 @@ def choose_task(sd, plan: Plan):
             raise Refused("mask", f"the loaded model ({sd.variant}) is an inpainting model: send a mask (white: "
                                   "repaint)")
         return sd.inpaint, dict(common, image=plan.image, mask=plan.mask), steps_run(sd, plan)
+    if kind == "upscale":  # x4: the init image at width x height gives an image 4 times as large
+        try:
+            check_noise_level(request.noise_level, sd.config.noise_augmentation.max_noise_level)
+        except ArgumentError as error:
+            raise refused_argument(error) from None
+        return sd.upscale, dict(common, image=plan.image, noise_level=request.noise_level), steps_run(sd, plan)
     strength = request.denoising_strength
     task = sd.depth2img if kind == "depth2img" else sd.img2img
     return task, dict(common, image=plan.image, strength=strength), int(strength * request.steps)

@@ -105,6 +105,9 @@ class Img2Img(Generation):
     initial_noise_multiplier: float | None = None
     latent_mask: str | None = None
     include_init_images: bool = False
+    # This project's own (not A1111's): with an x4-upscaler model loaded, img2img upscales the init
+    # image, its low-resolution copy noised to this level first (0..350, the upscaler's noise_level).
+    noise_level: int = 20
 
 
 # field -> (the values that ask for nothing, what another value would ask for). None is A1111's

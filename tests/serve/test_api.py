@@ -193,6 +193,20 @@ def test_img2img_on_a_depth_model_is_the_library_s_depth2img(api, models):
     assert np.array_equal(np.asarray(result.image), np.asarray(expected))
 
 
+def test_img2img_on_the_x4_upscaler_upscales_with_its_noise_level(api, models, server):
+    small = Image.fromarray(np.random.default_rng(2).integers(0, 255, (48, 48, 3), dtype=np.uint8))
+    api.util_set_model(UPSCALER)
+    body = {"init_images": [base64.b64encode(png_bytes(small, None)).decode()], "prompt": "sharp", "width": 48,
+            "height": 48, "steps": 6, "seed": 8, "sampler_name": "DDIM", "noise_level": 30}
+    answer = requests.post(f"{server.url}/sdapi/v1/img2img", json=body).json()
+    result = Image.open(io.BytesIO(base64.b64decode(answer["images"][0])))
+    sd = tiny_model(models / UPSCALER, "demo-upscaler")
+    expected = sd.upscale(small, "sharp", noise_level=30, steps=6, seed=8, guidance_scale=7.0, progress=False)[0]
+    assert result.size == (192, 192) and np.array_equal(np.asarray(result), np.asarray(expected))
+    refused = requests.post(f"{server.url}/sdapi/v1/img2img", json={**body, "noise_level": 351})
+    assert refused.status_code == 422 and "noise_level: 351: must be an int in 0..350" in refused.json()["detail"]
+
+
 def test_extra_single_image_upscales_with_the_x4_model_when_it_is_loaded(api, models):
     small = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
     assert [u["name"] for u in api.get_upscalers()] == ["None", "Lanczos", "Nearest"]

@@ -11,13 +11,14 @@ import io
 import shutil
 import time
 
+import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 from playwright.sync_api import sync_playwright
 
 from samplers import ddim_timesteps
 
-from .conftest import DEMO, INPAINTING
+from .conftest import DEMO, DEPTH, INPAINTING, UPSCALER
 
 BROWSERS = ("chromium", "chromium-browser")
 
@@ -85,7 +86,7 @@ def test_generate_shows_progress_and_a_live_preview_then_the_image_with_its_seed
     assert any(text.startswith("step ") and f"/{steps}, batch 1/1, about " in text for text in texts), texts
     figure = page.locator("#gallery figure").first
     seed = int(figure.get_attribute("data-seed"))
-    assert figure.locator(".summary").inner_text() == f"seed {seed}, 256x256"
+    page.wait_for_function(f"document.querySelector('#gallery .summary').textContent === 'seed {seed}, 256x256'")
     assert page.inner_text("#last-seed") == str(seed)
     src = image_sources(page)[0]
     image = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
@@ -190,6 +191,23 @@ def test_a_model_that_cannot_run_the_mode_disables_it_with_a_tooltip(page):
     assert page.is_enabled("#generate")
 
 
+def test_a_model_that_fails_to_load_is_a_message_and_the_previous_one_stays(page, models):
+    broken = models / "broken.safetensors"
+    broken.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
+    try:
+        page.evaluate("call('POST', '/sdapi/v1/refresh-checkpoints').then(loadModel)")
+        page.wait_for_function("[...document.getElementById('model').options].some(o => o.value === 'broken."
+                               "safetensors')")
+        page.get_by_label("Model").select_option(label="broken.safetensors")
+        page.wait_for_selector("#error", state="visible", timeout=60_000)
+        assert page.inner_text("#error").startswith("Could not load broken.safetensors: ")
+        page.wait_for_function(f"document.getElementById('model').value.startsWith({DEMO!r})")
+        assert page.is_enabled("#generate")
+    finally:
+        broken.unlink()
+        page.evaluate("call('POST', '/sdapi/v1/refresh-checkpoints')")
+
+
 def test_a_phone_sized_window_stacks_settings_above_results(browser, server, screenshots):
     context = browser.new_context(viewport={"width": 390, "height": 844})
     page = context.new_page()
@@ -200,3 +218,114 @@ def test_a_phone_sized_window_stacks_settings_above_results(browser, server, scr
     assert controls["width"] <= 390 and page.evaluate("document.documentElement.scrollWidth") <= 390
     page.screenshot(path=str(screenshots / "phone.png"), full_page=True)
     context.close()
+
+
+def choose_model(page, name: str) -> None:
+    title = page.eval_on_selector("#model", f"s => [...s.options].map(o => o.value).find(v => v.startsWith('{name}'))")
+    page.get_by_label("Model").select_option(label=title)
+    # the title gains the file's hash once it is loaded
+    page.wait_for_function(f"document.getElementById('model').value.startsWith({name!r}) && "
+                           "!document.getElementById('model-status').textContent.startsWith('loading')",
+                           timeout=60_000)
+
+
+@pytest.fixture
+def picture(tmp_path):
+    path = tmp_path / "picture.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def parameters_of(page, index: int = 0) -> str:
+    return page.eval_on_selector_all("#gallery figure pre", "pres => pres.map(p => p.textContent)")[index]
+
+
+def test_image_to_image_from_a_gallery_image(page, screenshots):
+    settings(page, "a red circle on a blue background")
+    page.get_by_role("button", name="Generate").click()
+    wait_for_images(page, 1)
+    page.get_by_role("button", name="Send to image to image").click()
+    assert page.get_attribute("[data-mode=img2img]", "aria-selected") == "true"
+    assert page.is_visible("#init-image") and page.is_hidden("#mask")
+    page.get_by_label("Strength").fill("0.5")
+    page.get_by_label("Prompt", exact=True).fill("a green square on a blue background")
+    page.get_by_role("button", name="Generate").click()
+    wait_for_images(page, 2)
+    page.screenshot(path=str(screenshots / "img2img.png"), full_page=True)
+    assert "Denoising strength: 0.5" in parameters_of(page)
+
+
+def test_paint_a_mask_and_inpaint_on_an_inpainting_checkpoint(page, picture, screenshots):
+    choose_model(page, INPAINTING)
+    try:
+        assert page.is_disabled("[data-mode=txt2img]") and page.is_enabled("[data-mode=inpaint]")
+        page.get_by_role("tab", name="Inpainting").click()
+        page.set_input_files("#image-file", picture)
+        page.wait_for_selector("#mask", state="visible")
+        page.get_by_role("button", name="Generate").click()
+        assert page.inner_text("#error") == "Paint the part of the image to repaint first (Brush)."
+        page.get_by_label("Brush size").fill("64")  # display pixels: 64 / 6 = 10.7 of the 64x64 image's
+        page.locator("#mask").scroll_into_view_if_needed()  # Generate, lower down, scrolled the page
+        box = page.locator("#mask").bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.7, steps=10)
+        page.mouse.up()
+        mask = page.evaluate("maskImage()")
+        pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(mask.split(",", 1)[1]))).convert("L"))
+        assert pixels.shape == (64, 64) and pixels[32, 32] == 255 and pixels[2, 60] == 0
+        page.get_by_label("Eraser").check()  # erase across the middle: the centre is kept again
+        page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.5)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.5, steps=10)
+        page.mouse.up()
+        pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(
+            page.evaluate("maskImage()").split(",", 1)[1]))).convert("L"))
+        assert pixels[32, 32] == 0 and pixels[22, 22] == 255
+        page.get_by_role("button", name="Generate").click()
+        wait_for_images(page, 1)
+        page.screenshot(path=str(screenshots / "inpaint.png"), full_page=True)
+        assert "Sampler: DDIM" in parameters_of(page)
+    finally:
+        choose_model(page, DEMO)
+
+
+def test_depth_to_image_shows_the_depth_map(page, picture, screenshots):
+    choose_model(page, DEPTH)
+    try:
+        page.get_by_role("tab", name="Depth to image").click()
+        page.set_input_files("#image-file", picture)
+        page.wait_for_selector("#depth", state="visible", timeout=60_000)
+        assert page.evaluate("document.getElementById('depth').naturalWidth") > 0
+        page.get_by_role("button", name="Generate").click()
+        wait_for_images(page, 1)
+        page.screenshot(path=str(screenshots / "depth2img.png"), full_page=True)
+        assert "Denoising strength: 0.75" in parameters_of(page)
+    finally:
+        choose_model(page, DEMO)
+
+
+def test_upscale_makes_the_image_four_times_as_large(page, picture, screenshots):
+    choose_model(page, UPSCALER)
+    try:
+        page.get_by_role("tab", name="Upscale").click()
+        page.set_input_files("#image-file", picture)
+        page.wait_for_selector("#init-image", state="visible")
+        page.get_by_label("Noise level").fill("30")
+        page.get_by_label("Steps").fill("5")
+        page.get_by_role("button", name="Generate").click()
+        wait_for_images(page, 1)
+        page.wait_for_function("document.querySelector('#gallery .summary').textContent.endsWith('256x256')")
+        page.screenshot(path=str(screenshots / "upscale.png"), full_page=True)
+    finally:
+        choose_model(page, DEMO)
+
+
+def test_a_file_that_is_not_an_image_is_refused_in_the_page(page, tmp_path):
+    page.get_by_role("tab", name="Image to image").click()
+    (tmp_path / "notes.txt").write_text("not an image")
+    page.set_input_files("#image-file", tmp_path / "notes.txt")
+    page.wait_for_selector("#error", state="visible")
+    assert page.inner_text("#error") == "notes.txt: not an image this browser can read (a PNG, JPEG or WebP)"
+    page.get_by_role("button", name="Generate").click()
+    assert page.inner_text("#error").startswith("Choose an image first")

@@ -6,7 +6,16 @@
 
 const $ = (id) => document.getElementById(id);
 const TIMESTEP_SAMPLERS = ["DDIM", "PLMS", "DPM-Solver++ 2M (v2)"];  // Karras's spacing does not apply
-const state = { queue: [], running: null, lastSeed: null, model: null, nextId: 1 };
+const TEXT_MODELS = "a text-to-image checkpoint (v1, v2, v2-v or the demo model)";
+// Each mode: the task the loaded model must be for (/ldm/v1/model), and what to load otherwise.
+const MODES = {
+  txt2img: { task: "txt2img", needs: TEXT_MODELS },
+  img2img: { task: "txt2img", needs: TEXT_MODELS },
+  inpaint: { task: "inpaint", needs: "an inpainting checkpoint (sd-v1-5-inpainting, 512-inpainting-ema)" },
+  depth2img: { task: "depth2img", needs: "the depth checkpoint (512-depth-ema)" },
+  upscale: { task: "upscale", needs: "the x4 upscaler (x4-upscaler-ema)" },
+};
+const state = { queue: [], running: null, lastSeed: null, model: null, nextId: 1, mode: "txt2img", image: null };
 
 // -- talking to the server ---------------------------------------------------------------------
 
@@ -55,13 +64,29 @@ async function loadModel() {
     $(id).step = model.size_multiple;
     $(id).min = model.size_multiple;
   }
-  const tab = document.querySelector('[data-mode="txt2img"]');
-  const usable = model.task === "txt2img";
-  tab.disabled = !usable;
-  tab.title = usable ? "" : `the loaded ${model.variant} model is for ${model.task}: choose a text-to-image ` +
-    "checkpoint (v1, v2, v2-v or the demo model)";
-  $("generate").disabled = !usable;
-  $("generate").title = usable ? "Ctrl+Enter" : tab.title;
+  for (const tab of document.querySelectorAll("[data-mode]")) {
+    const mode = MODES[tab.dataset.mode];
+    tab.disabled = model.task !== mode.task;
+    tab.title = tab.disabled ? `the loaded ${model.variant} model is for ${model.task}: choose ${mode.needs}` : "";
+  }
+  showMode(state.mode);
+  if (state.mode === "depth2img") showDepth();
+}
+
+// The controls of a mode: every element whose data-for names it; Generate only when the loaded
+// model can run it (its tab says which checkpoint it needs otherwise).
+function showMode(mode) {
+  state.mode = mode;
+  for (const tab of document.querySelectorAll("[data-mode]")) {
+    tab.setAttribute("aria-selected", String(tab.dataset.mode === mode));
+  }
+  for (const element of document.querySelectorAll("[data-for]")) {
+    element.hidden = !element.dataset.for.split(" ").includes(mode);
+  }
+  $("depth-figure").hidden = mode !== "depth2img" || !$("depth").getAttribute("src");
+  const tab = document.querySelector(`[data-mode="${mode}"]`);
+  $("generate").disabled = tab.disabled;
+  $("generate").title = tab.disabled ? tab.title : "Ctrl+Enter";
 }
 
 async function init() {
@@ -104,6 +129,21 @@ function settings() {
   };
 }
 
+// -> [the endpoint, its body] for the current mode; an Error says what is missing.
+function request() {
+  const body = settings();
+  if (state.mode === "txt2img") return ["/sdapi/v1/txt2img", body];
+  if (!state.image) throw new Error("Choose an image first (Image, above, or 'Send to' under a result).");
+  body.init_images = [state.image];
+  if (state.mode === "img2img" || state.mode === "depth2img") body.denoising_strength = Number($("strength").value);
+  if (state.mode === "upscale") body.noise_level = Number($("noise_level").value);
+  if (state.mode === "inpaint") {
+    // The whole picture, repainted from noise where the mask is white, as painted (no blur).
+    Object.assign(body, { mask: maskImage(), inpaint_full_res: false, denoising_strength: 1.0, mask_blur: 0 });
+  }
+  return ["/sdapi/v1/img2img", body];
+}
+
 // Fill the controls from a `parameters` text, as the server's /png-info reads it.
 function fillFrom(fields) {
   const set = (id, value) => { if (value !== undefined && value !== "") $(id).value = value; };
@@ -139,12 +179,88 @@ async function fillFromImage(dataUrl, name) {
   }
 }
 
+// -- the input image and the mask ----------------------------------------------------------------
+
+function setImage(dataUrl, name = "the image") {
+  state.image = null;
+  const image = $("init-image");
+  image.onerror = () => showError(`${name}: not an image this browser can read (a PNG, JPEG or WebP)`);
+  image.onload = () => {
+    state.image = dataUrl;
+    showError("");
+    const canvas = $("mask");
+    canvas.width = image.naturalWidth;
+    canvas.height = image.naturalHeight;  // a new image: a clear mask of its size
+    $("canvas-wrap").hidden = false;
+    // img2img resizes to width x height: the image's own size, down to the multiple the model takes
+    // (the upscaler pads its input itself).
+    const multiple = state.mode === "upscale" ? 1 : state.model.size_multiple;
+    $("width").value = Math.max(multiple, image.naturalWidth - (image.naturalWidth % multiple));
+    $("height").value = Math.max(multiple, image.naturalHeight - (image.naturalHeight % multiple));
+    if (state.mode === "depth2img") showDepth();
+  };
+  image.src = dataUrl;
+  $("depth").removeAttribute("src");
+  $("depth-figure").hidden = true;
+}
+
+async function showDepth() {
+  if (!state.image || state.model.task !== "depth2img") return;
+  try {
+    const answer = await call("POST", "/ldm/v1/depth", { image: state.image });
+    $("depth").src = `data:image/png;base64,${answer.image}`;
+    $("depth-figure").hidden = state.mode !== "depth2img";
+  } catch (error) {
+    showError(`The depth map: ${error.message}`);
+  }
+}
+
+function paint(event) {
+  if (!(event.buttons & 1)) return;
+  const canvas = $("mask");
+  const box = canvas.getBoundingClientRect();
+  const scale = canvas.width / box.width;
+  const context = canvas.getContext("2d");
+  context.globalCompositeOperation = $("eraser").checked ? "destination-out" : "source-over";
+  context.fillStyle = "#fff";
+  context.beginPath();
+  context.arc((event.clientX - box.left) * scale, (event.clientY - box.top) * scale,
+    Number($("brush-size").value) * scale / 2, 0, 2 * Math.PI);
+  context.fill();
+}
+
+// The mask as the API takes it: white where the brush painted (more than half covered: its soft
+// edges rounded), black elsewhere, at the image's size.
+function maskImage() {
+  const painted = $("mask");
+  const pixels = painted.getContext("2d").getImageData(0, 0, painted.width, painted.height);
+  let touched = false;
+  for (let i = 0; i < pixels.data.length; i += 4) {
+    const value = pixels.data[i + 3] >= 128 ? 255 : 0;
+    touched = touched || value > 0;
+    pixels.data.fill(value, i, i + 3);
+    pixels.data[i + 3] = 255;
+  }
+  if (!touched) throw new Error("Paint the part of the image to repaint first (Brush).");
+  const mask = document.createElement("canvas");
+  mask.width = painted.width;
+  mask.height = painted.height;
+  mask.getContext("2d").putImageData(pixels, 0, 0);
+  return mask.toDataURL("image/png");
+}
+
 // -- jobs: a queue here, one at a time on the server -------------------------------------------
 
 function generate() {
   if ($("generate").disabled) return;
-  const payload = settings();
-  state.queue.push({ id: state.nextId++, payload });
+  let path, payload;
+  try {
+    [path, payload] = request();
+  } catch (error) {
+    showError(error.message);
+    return;
+  }
+  state.queue.push({ id: state.nextId++, path, payload });
   renderQueue();
   pump();
 }
@@ -170,7 +286,7 @@ async function pump() {
   $("progress-text").textContent = "waiting for the server...";
   const poller = setInterval(pollProgress, 250);
   try {
-    const result = await call("POST", "/sdapi/v1/txt2img", job.payload);
+    const result = await call("POST", job.path, job.payload);
     const info = JSON.parse(result.info);
     addToGallery(result.images.slice(info.index_of_first_image), info);
     state.lastSeed = info.seed;
@@ -220,15 +336,16 @@ function addToGallery(images, info) {
   images.forEach((image, i) => {
     const src = `data:image/png;base64,${image}`;
     const text = info.infotexts[i];
-    const seed = info.all_seeds[i];
+    const seed = Number((text.match(/Seed: (\d+),/) || [])[1] ?? info.all_seeds[i]);  // a skipped batch has none
     const figure = document.createElement("figure");
     const img = new Image();
-    img.src = src;
     img.alt = text.split("\n")[0];
     const caption = document.createElement("figcaption");
     const summary = document.createElement("div");
     summary.className = "summary";
-    summary.textContent = `seed ${seed}, ${info.width}x${info.height}`;
+    img.onload = () => { summary.textContent = `seed ${seed}, ${img.naturalWidth}x${img.naturalHeight}`; };
+    summary.textContent = `seed ${seed}`;
+    img.src = src;
     const parameters = document.createElement("pre");
     parameters.textContent = text;
     const actions = document.createElement("div");
@@ -242,6 +359,13 @@ function addToGallery(images, info) {
     reuse.textContent = "Use these settings";
     reuse.addEventListener("click", () => fillFromImage(src, `the image of seed ${seed}`));
     actions.append(download, reuse);
+    for (const [mode, label] of [["img2img", "image to image"], ["inpaint", "inpainting"], ["upscale", "upscale"]]) {
+      const send = document.createElement("button");
+      send.type = "button";
+      send.textContent = `Send to ${label}`;
+      send.addEventListener("click", () => { showMode(mode); setImage(src); });
+      actions.append(send);
+    }
     caption.append(summary, parameters, actions);
     figure.dataset.seed = seed;
     figure.append(img, caption);
@@ -261,6 +385,22 @@ function readFile(file) {
 }
 
 $("generate").addEventListener("click", generate);
+for (const tab of document.querySelectorAll("[data-mode]")) {
+  tab.addEventListener("click", () => {
+    showMode(tab.dataset.mode);
+    if (tab.dataset.mode === "depth2img") showDepth();
+  });
+}
+$("image-file").addEventListener("change", async () => {
+  const file = $("image-file").files[0];
+  if (file) setImage(await readFile(file), file.name);
+});
+$("mask").addEventListener("pointerdown", paint);
+$("mask").addEventListener("pointermove", paint);
+$("clear-mask").addEventListener("click", () => {
+  const canvas = $("mask");
+  canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+});
 $("cancel").addEventListener("click", cancel);
 $("sampler").addEventListener("change", samplerChanged);
 $("model").addEventListener("change", switchModel);
