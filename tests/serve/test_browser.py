@@ -108,6 +108,27 @@ def test_the_seed_reused_in_one_click_gives_the_same_bytes(page):
     assert seeds[0] == seeds[1] == page.get_by_label("Seed").input_value()
 
 
+def test_use_these_settings_and_send_to_fill_the_controls_and_the_input_image(page):
+    settings(page, "a white circle on a magenta background", steps=7)
+    page.get_by_label("Guidance scale").fill("5.5")
+    page.get_by_role("button", name="Generate").click()
+    wait_for_images(page, 1)
+    seed = page.get_attribute("#gallery figure", "data-seed")
+    settings(page, "something else", size=128, steps=30)
+    page.get_by_role("button", name="Use these settings").click()
+    page.wait_for_function("document.getElementById('steps').value === '7'")
+    assert [page.get_by_label(label, exact=True).input_value() for label in ("Prompt", "Steps", "Guidance scale",
+                                                                           "Width", "Seed")] == [
+        "a white circle on a magenta background", "7", "5.5", "64", seed]
+    src = image_sources(page)[0]
+    for button, mode in (("Send to inpainting", "inpaint"), ("Send to upscale", "upscale")):
+        page.get_by_role("button", name=button).click()
+        assert page.get_attribute(f"[data-mode={mode}]", "aria-selected") == "true"
+        assert page.get_attribute("#init-image", "src") == src
+        assert page.is_disabled("#generate")  # the demo model runs neither: its tooltip says what to load
+        assert "choose " in page.get_attribute("#generate", "title")
+
+
 def test_ctrl_enter_generates(page):
     settings(page, "a yellow triangle on a white background")
     page.get_by_label("Prompt", exact=True).press("Control+Enter")
