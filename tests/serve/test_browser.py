@@ -197,6 +197,18 @@ def test_a_bad_upload_and_a_refused_request_show_their_messages(page):
     assert page.is_enabled("#generate")  # the page goes on
 
 
+def test_a_server_that_does_not_answer_is_a_message_and_the_page_goes_on(page):
+    page.route("**/sdapi/v1/txt2img", lambda route: route.abort())  # as if the server had stopped
+    settings(page, "a red circle")
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_selector("#error", state="visible")
+    assert page.inner_text("#error").startswith("the server did not answer (")
+    assert page.inner_text("#error").endswith("is python -m ldm serve still running?")
+    page.unroute("**/sdapi/v1/txt2img")
+    page.get_by_role("button", name="Generate").click()
+    wait_for_images(page, 1)
+
+
 def test_a_model_that_cannot_run_the_mode_disables_it_with_a_tooltip(page):
     page.get_by_label("Model").select_option(label=page.eval_on_selector(
         "#model", f"s => [...s.options].map(o => o.value).find(v => v.startsWith('{INPAINTING}'))"))
