@@ -148,7 +148,7 @@ def run_plan(server, plan: Plan, run) -> dict:
     sd = server.model.get(plan.checkpoint)
     task, arguments, steps = choose_task(sd, plan)
     mark = None if server.no_watermark else mark_for(sd.config)
-    made, unmarked = [], []
+    made, unmarked, encoded = [], [], []
     for k in range(request.n_iter):
         callback = run.batch(k, steps, lambda pred_x0: preview(sd, pred_x0))
         try:
@@ -164,17 +164,18 @@ def run_plan(server, plan: Plan, run) -> dict:
             raise Refused("mask" if plan.mask is not None else "init_images", str(error)) from None
         for image in batch:
             marked = image if mark is None else put_watermark(image, mark)
-            if request.save_images:
-                save_sample(marked, server.outdir, marked.info["parameters"])
+            saved = save_sample(marked, server.outdir, marked.info["parameters"]) if request.save_images else None
+            if request.send_images:  # the saved file's bytes, or the same PNG encoded here when none was saved
+                encoded.append(base64.b64encode(saved.read_bytes()).decode("ascii") if saved else images.encode(marked))
             made.append(marked)
         unmarked += batch
-    encoded = [images.encode(image) for image in made]
     first = 0
     if request.save_images and len(made) > 1:  # A1111's return_grid: the grid first
         grid = save_grid(unmarked, server.outdir, request.batch_size, watermark=mark)
-        encoded.insert(0, base64.b64encode(grid.read_bytes()).decode("ascii"))
+        if request.send_images:
+            encoded.insert(0, base64.b64encode(grid.read_bytes()).decode("ascii"))
         first = 1
-    return {"images": encoded if request.send_images else [], "parameters": echo(request),
+    return {"images": encoded, "parameters": echo(request),
             "info": json.dumps(info(server, plan, sd, made, first, run))}
 
 

@@ -87,6 +87,10 @@ def test_saved_images_are_the_returned_bytes_and_the_grid_comes_first(api, serve
     assert sent[0] == grids[-1].read_bytes() and result.images[0].size == (128, 64)
     unsaved = api.txt2img(prompt=PROMPT, width=64, height=64, seed=11, steps=4, batch_size=2)
     assert raw_images(unsaved) == sent[1:] and set(samples.iterdir()) == before | set(new)
+    unsent = api.txt2img(prompt=PROMPT, width=64, height=64, seed=11, steps=4, batch_size=2, save_images=True,
+                         send_images=False)
+    written = sorted(set(samples.iterdir()) - before - set(new))
+    assert unsent.json["images"] == [] and [path.read_bytes() for path in written] == sent[1:]
 
 
 def poll(api, until, timeout: float = 120):
