@@ -7,6 +7,7 @@ replaced by the next; never committed), to be looked at."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import shutil
 import time
@@ -276,6 +277,20 @@ def choose_model(page, name: str) -> None:
                            timeout=60_000)
 
 
+@contextlib.contextmanager
+def in_mode(page, model: str, tab: str, picture):
+    """`model` selected in the picker, the `tab` mode open with `picture` as its input image; the
+    demo model selected again afterwards (the server is shared by the tests)."""
+    choose_model(page, model)
+    try:
+        page.get_by_role("tab", name=tab).click()
+        page.set_input_files("#image-file", picture)
+        page.wait_for_selector("#init-image", state="visible")
+        yield
+    finally:
+        choose_model(page, DEMO)
+
+
 @pytest.fixture
 def picture(tmp_path):
     path = tmp_path / "picture.png"
@@ -303,12 +318,9 @@ def test_image_to_image_from_a_gallery_image(page, screenshots):
 
 
 def test_paint_a_mask_and_inpaint_on_an_inpainting_checkpoint(page, picture, screenshots):
-    choose_model(page, INPAINTING)
-    try:
+    with in_mode(page, INPAINTING, "Inpainting", picture):
         assert page.is_disabled("[data-mode=txt2img]") and page.is_enabled("[data-mode=inpaint]")
-        page.get_by_role("tab", name="Inpainting").click()
-        page.set_input_files("#image-file", picture)
-        page.wait_for_selector("#mask", state="visible")
+        assert page.is_visible("#mask")
         page.get_by_role("button", name="Generate").click()
         assert page.inner_text("#error") == "Paint the part of the image to repaint first (Brush)."
         page.get_by_label("Brush size").fill("64")  # display pixels: 64 / 6 = 10.7 of the 64x64 image's
@@ -333,39 +345,26 @@ def test_paint_a_mask_and_inpaint_on_an_inpainting_checkpoint(page, picture, scr
         wait_for_images(page, 1)
         page.screenshot(path=str(screenshots / "inpaint.png"), full_page=True)
         assert "Sampler: DDIM" in parameters_of(page)
-    finally:
-        choose_model(page, DEMO)
 
 
 def test_depth_to_image_shows_the_depth_map(page, picture, screenshots):
-    choose_model(page, DEPTH)
-    try:
-        page.get_by_role("tab", name="Depth to image").click()
-        page.set_input_files("#image-file", picture)
+    with in_mode(page, DEPTH, "Depth to image", picture):
         page.wait_for_selector("#depth", state="visible", timeout=60_000)
         assert page.evaluate("document.getElementById('depth').naturalWidth") > 0
         page.get_by_role("button", name="Generate").click()
         wait_for_images(page, 1)
         page.screenshot(path=str(screenshots / "depth2img.png"), full_page=True)
         assert "Denoising strength: 0.75" in parameters_of(page)
-    finally:
-        choose_model(page, DEMO)
 
 
 def test_upscale_makes_the_image_four_times_as_large(page, picture, screenshots):
-    choose_model(page, UPSCALER)
-    try:
-        page.get_by_role("tab", name="Upscale").click()
-        page.set_input_files("#image-file", picture)
-        page.wait_for_selector("#init-image", state="visible")
+    with in_mode(page, UPSCALER, "Upscale", picture):
         page.get_by_label("Noise level").fill("30")
         page.get_by_label("Steps").fill("5")
         page.get_by_role("button", name="Generate").click()
         wait_for_images(page, 1)
         page.wait_for_function("document.querySelector('#gallery .summary').textContent.endsWith('256x256')")
         page.screenshot(path=str(screenshots / "upscale.png"), full_page=True)
-    finally:
-        choose_model(page, DEMO)
 
 
 def test_a_file_that_is_not_an_image_is_refused_in_the_page(page, tmp_path):
