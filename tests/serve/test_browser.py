@@ -317,6 +317,22 @@ def test_image_to_image_from_a_gallery_image(page, screenshots):
     assert "Denoising strength: 0.5" in parameters_of(page)
 
 
+def drag(page, selector: str, start: tuple[float, float], end: tuple[float, float]) -> None:
+    """The mouse pressed at `start` and moved to `end` over the element (fractions of its box)."""
+    box = page.locator(selector).bounding_box()
+    at = [(box["x"] + box["width"] * x, box["y"] + box["height"] * y) for x, y in (start, end)]
+    page.mouse.move(*at[0])
+    page.mouse.down()
+    page.mouse.move(*at[1], steps=10)
+    page.mouse.up()
+
+
+def mask_pixels(page) -> np.ndarray:
+    """The mask the page would send (its maskImage()), as grey levels [H, W]."""
+    data = page.evaluate("maskImage()").split(",", 1)[1]
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("L"))
+
+
 def test_paint_a_mask_and_inpaint_on_an_inpainting_checkpoint(page, picture, screenshots):
     with in_mode(page, INPAINTING, "Inpainting", picture):
         assert page.is_disabled("[data-mode=txt2img]") and page.is_enabled("[data-mode=inpaint]")
@@ -325,21 +341,12 @@ def test_paint_a_mask_and_inpaint_on_an_inpainting_checkpoint(page, picture, scr
         assert page.inner_text("#error") == "Paint the part of the image to repaint first (Brush)."
         page.get_by_label("Brush size").fill("64")  # display pixels: 64 / 6 = 10.7 of the 64x64 image's
         page.locator("#mask").scroll_into_view_if_needed()  # Generate, lower down, scrolled the page
-        box = page.locator("#mask").bounding_box()
-        page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
-        page.mouse.down()
-        page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.7, steps=10)
-        page.mouse.up()
-        mask = page.evaluate("maskImage()")
-        pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(mask.split(",", 1)[1]))).convert("L"))
+        drag(page, "#mask", (0.3, 0.3), (0.7, 0.7))
+        pixels = mask_pixels(page)
         assert pixels.shape == (64, 64) and pixels[32, 32] == 255 and pixels[2, 60] == 0
         page.get_by_label("Eraser").check()  # erase across the middle: the centre is kept again
-        page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.5)
-        page.mouse.down()
-        page.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.5, steps=10)
-        page.mouse.up()
-        pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(
-            page.evaluate("maskImage()").split(",", 1)[1]))).convert("L"))
+        drag(page, "#mask", (0.2, 0.5), (0.8, 0.5))
+        pixels = mask_pixels(page)
         assert pixels[32, 32] == 0 and pixels[22, 22] == 255
         page.get_by_role("button", name="Generate").click()
         wait_for_images(page, 1)
