@@ -51,6 +51,9 @@ def test_notebook_runs(path, monkeypatch, capsys):
     # there even when it is not installed, and keep matplotlib off any display.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    # Notebook 06 trains for 600 steps (4.5 minutes here); 150 show the same: the loss goes down, on
+    # held-fixed data too, and the samples change. Its last cell asserts exactly that.
+    monkeypatch.setenv("LDM_TRAIN_STEPS", "150")
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3",
                                      resources={"metadata": {"path": str(NOTEBOOKS)}})
