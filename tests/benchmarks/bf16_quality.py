@@ -6,7 +6,7 @@
   the 17 held-out captions x 2 seeds, once in float32 and once in bfloat16 with the same seeds:
   the PSNR of each bfloat16 image against its float32 twin, and the pixel classifier's verdicts
   (tests/ldm/demo/pixel_classifier.py) on both sets.
-- full: the full-size v1 and v2 models with every tensor random (randomise_ of the save tests),
+- full: the full-size v1 and v2 models with every tensor random (tests/reference/random_weights.py),
   txt2img at 64x64 (an 8x8 latent), 4 DDIM steps, guidance 7.5, batch 2: the final latent's
   relative error max|bf16 - fp32| / max|fp32| and its RMS counterpart, and the same for one UNet
   call (the first step's prediction).
@@ -65,14 +65,14 @@ def demo() -> None:
 def full() -> None:
     from ldm.config import PRESETS
     from ldm.pipeline import StableDiffusion
-    from tests.checkpoints_convert.test_save_original import randomise_
+    from tests.reference.random_weights import randomise
     from tests.reference.original_ldm import relative_error
 
     for variant in ("v1", "v2"):
         with torch.device("meta"):
             sd = StableDiffusion(PRESETS[variant])
         sd = sd.to_empty(device="cpu").eval()
-        randomise_(sd, seed=3)
+        randomise(sd, seed=3)
         runs = {}
         for dtype in (torch.float32, torch.bfloat16):
             model = sd if dtype == torch.float32 else copy.deepcopy(sd).to(dtype)

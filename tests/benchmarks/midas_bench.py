@@ -51,7 +51,7 @@ def original_model():
 def random_state(model) -> None:
     """The original's state dict, every tensor random (the parity tests' randomise)."""
     sys.path.insert(0, str(ROOT / "tests" / "reference"))
-    from run_original import randomise
+    from random_weights import randomise
 
     randomise(model, SEED)
 

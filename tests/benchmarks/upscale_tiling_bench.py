@@ -86,7 +86,7 @@ def worker_upscale(size: int, steps: int, tile) -> dict:
     from ldm.pipeline import StableDiffusion
     from ldm.tasks.tiles import overlap_for
     from ldm.tasks.upscale import tile_for
-    from tests.reference.run_original import randomise
+    from tests.reference.random_weights import randomise
 
     torch.manual_seed(0)
     sd = StableDiffusion(PRESETS["x4-upscaler"]).eval()

@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import gc
 import json
-import math
 import os
 import shutil
 import time
-import zlib
 from pathlib import Path
 
 import pytest
@@ -36,6 +34,7 @@ from ldm.convert import convert
 from ldm.pipeline import StableDiffusion
 from tests.reference.original_ldm import relative_error
 from tests.reference.parity_record import record_parity
+from tests.reference.random_weights import drawn, norm_scale_keys
 from tokenizer import CLIPTokenizer
 
 TOLERANCE = 1e-5
@@ -53,32 +52,6 @@ pytestmark = pytest.mark.usefixtures("offline")
 
 
 # -- random weights, reproducible key by key ---------------------------------------------------------
-
-def norm_scale_keys(model: torch.nn.Module) -> set[str]:
-    norms = (torch.nn.GroupNorm, torch.nn.LayerNorm)
-    return {f"{name}.weight" for name, m in model.named_modules() if isinstance(m, norms)}
-
-
-# N(0, 1) numbers that every tensor is cut from (64 MiB): slicing a pool is far cheaper than
-# running a generator over the 1.3 billion weights of v2 twice (to build, then to check).
-POOL = torch.randn(1 << 24, generator=torch.Generator().manual_seed(SEED))
-
-
-def drawn(key: str, shape: torch.Size, is_norm_scale: bool) -> torch.Tensor:
-    """The value of `key`: weights ~ N(0, 1/fan_in), norm scales ~ 1 + N(0, 0.1^2), other vectors
-    ~ N(0, 0.1^2). The numbers are read from POOL from an offset given by the key (wrapping around),
-    so any tensor can be drawn again alone, and two tensors of one shape differ."""
-    count, start, pieces = math.prod(shape), zlib.crc32(key.encode()) % POOL.numel(), []
-    while count > 0:
-        pieces.append(POOL[start:start + count])
-        count, start = count - pieces[-1].numel(), 0
-    noise = torch.cat(pieces).reshape(shape)
-    if is_norm_scale:
-        return 1 + 0.1 * noise
-    if len(shape) >= 2:
-        return noise / math.sqrt(math.prod(shape[1:]))
-    return 0.1 * noise
-
 
 def random_model(config) -> StableDiffusion:
     with torch.device("meta"):

@@ -32,16 +32,18 @@ pytestmark = pytest.mark.slow  # whole full-size checkpoints built by the origin
 
 TOLERANCE = 1e-5
 LATENT = (16, 24)
+PROBE, PROBE_SHIFT = "probe.ckpt", -3.0
 
 # variant -> (reference params, the files to write: (name, format, dtype, ema), notes)
 CASES = {
     "v1": ("v1", [("a.ckpt", "zip", "fp32", True), ("b.ckpt", "legacy", "fp16", False),
                   ("c.safetensors", "safetensors", "fp16", True)]),
-    # The v2 files also serve the yaml rule: a.safetensors again under another name, with the
-    # original v2-inference-v.yaml's telling fields beside it, must load as v2-v (the weights of
-    # v2 and v2-v have the same keys and shapes; only the yaml or the probe can tell them apart).
-    "v2": ("v2", [("a.safetensors", "safetensors", "fp32", False), ("b.ckpt", "zip", "fp16", True)]),
-    "v2-v (probe)": ("v2-v", [("v.ckpt", "zip", "fp16", False)]),
+    # The v2 files also serve the two ways v2-v is told from v2 (the weights of v2 and v2-v have the
+    # same keys and shapes): a.safetensors again under another name, with the original
+    # v2-inference-v.yaml's telling fields beside it, must load as v2-v; and PROBE, without a yaml,
+    # is read as v2-v by the eps/v probe (see reference_params).
+    "v2": ("v2", [("a.safetensors", "safetensors", "fp32", False), ("b.ckpt", "zip", "fp16", True),
+                  ("probe.ckpt", "zip", "fp16", False)]),
     "v2-inpainting": ("v2-inpainting", [("a.ckpt", "zip", "fp16", False)]),
     "v2-depth": ("v2-depth", [("a.safetensors", "safetensors", "fp32", True)]),
     "x4-upscaler": ("x4-upscaler", [("a.ckpt", "legacy", "fp32", False)]),
@@ -50,21 +52,19 @@ CASES = {
 
 def reference_params(variant: str, case: str, folder: Path) -> dict:
     config = PRESETS[variant]
-    unet_variant = "v2" if variant == "v2-v" else variant
     params = {
-        "unet": {"image_size": 32, **ORIGINAL_UNET_PARAMS[unet_variant]},
+        "unet": {"image_size": 32, **ORIGINAL_UNET_PARAMS[variant]},
         "first_stage": FIRST_STAGE["f4" if variant == "x4-upscaler" else "f8"],
         "text": config.text_encoder.kind,
         "upscaler": variant == "x4-upscaler",
         "linear_start": config.schedule.linear_start, "linear_end": config.schedule.linear_end,
-        "files": [{"path": str(folder / name), "format": fmt, "dtype": dtype, "ema": ema}
+        # The eps/v probe reads what a TRAINED model does at t=999; random weights say nothing. So the
+        # probe is tested on a constructed case: in PROBE the output layer's bias is shifted by -3,
+        # which makes mean(out - x) < -1 (read as v); an unshifted random UNet stays near 0 (eps).
+        "files": [{"path": str(folder / name), "format": fmt, "dtype": dtype, "ema": ema,
+                   "bias_shift": PROBE_SHIFT if name == PROBE else 0.0}
                   for name, fmt, dtype, ema in CASES[case][1]],
     }
-    # The eps/v probe reads what a TRAINED model does at t=999; random weights say nothing. So the
-    # probe is tested on a constructed case: the output layer's bias shifted by -3 makes
-    # mean(out - x) < -1 (read as v), an unshifted random UNet stays near 0 (read as eps).
-    if case == "v2-v (probe)":
-        params["conv_out_bias_shift"] = -3.0
     return params
 
 
@@ -104,20 +104,21 @@ def test_every_file_loads_as_the_right_variant_with_the_original_outputs(built):
     for output in ("unet", "unet_ema", "decoded", "text"):
         assert reference[output].std() > 0.1, f"trivial reference {output}"
     for name, fmt, dtype, has_ema in CASES[case][1]:
+        expected = "v2-v" if name == PROBE else variant
         for use_ema in ([False, True] if has_ema else [False]):
             sd = StableDiffusion.from_checkpoint(folder / name, device="cpu", dtype=torch.float32, use_ema=use_ema)
-            assert sd.variant == variant, f"{name}: detected {sd.variant}, expected {variant}"
+            assert sd.variant == expected, f"{name}: detected {sd.variant}, expected {expected}"
+            unet = "unet_ema" if use_ema else "unet_shifted" if name == PROBE else "unet"
             with torch.no_grad():
                 errors = {
-                    "unet_ema" if use_ema else "unet": relative_error(
-                        sd.unet(inputs["x"], inputs["t"], inputs["context"], inputs.get("y")),
-                        reference["unet_ema" if use_ema else "unet"]),
+                    unet: relative_error(sd.unet(inputs["x"], inputs["t"], inputs["context"], inputs.get("y")),
+                                         reference[unet]),
                     "decoded": relative_error(sd.vae.decode(inputs["z"]), reference["decoded"]),
                     "text": relative_error(sd.text_encoder(inputs["tokens"]), reference["text"]),
                 }
             for output, error in errors.items():
                 print(f"{case} {name} ({fmt}, {dtype}, ema={use_ema}) {output}: {error:.2e}")
-                record_parity("from_checkpoint", variant, f"{fmt} {dtype} file, latent {LATENT[0]}x{LATENT[1]}",
+                record_parity("from_checkpoint", expected, f"{fmt} {dtype} file, latent {LATENT[0]}x{LATENT[1]}",
                               output, "original ldm checkpoint", error, TOLERANCE)
                 assert error <= TOLERANCE, (name, output)
             del sd

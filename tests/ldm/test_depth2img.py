@@ -46,7 +46,7 @@ def draws(seeds: list[int], latent: tuple[int, int, int]) -> tuple[torch.Tensor,
 
 @pytest.mark.slow  # full-size models through the original code
 def test_depth2img_matches_the_original_gradio_pipeline_through_an_original_checkpoint(tmp_path):
-    config, path = PRESETS["v2-depth"], tmp_path / "512-depth.ckpt"
+    config, path = PRESETS["v2-depth"], tmp_path / "512-depth.safetensors"
     sd = saved_and_loaded_back("v2-depth", path, seed=7)
     assert sd.depth_model is not None
 

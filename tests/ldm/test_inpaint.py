@@ -53,7 +53,7 @@ def inpaint_inputs(generator: torch.Generator, seeds: list[int], size: int = 64)
 @pytest.mark.slow  # full-size models through the original code
 @pytest.mark.parametrize("variant", ["v2-inpainting", "v1-inpainting"])
 def test_inpaint_matches_the_original_gradio_pipeline_through_an_original_checkpoint(tmp_path, variant):
-    config, path = PRESETS[variant], tmp_path / "inpainting.ckpt"
+    config, path = PRESETS[variant], tmp_path / "inpainting.safetensors"
     sd = saved_and_loaded_back(variant, path, seed=5)
 
     g = torch.Generator().manual_seed(2)

@@ -15,7 +15,7 @@ from ldm.config import DEMO
 from ldm.modules.attention import FeedForward
 from ldm.pipeline import StableDiffusion
 from ldm.tasks.common import finish, posterior_sample
-from tests.reference.run_original import randomise
+from tests.reference.random_weights import randomise
 
 from .tiny_models import TINY_DEPTH, tiny_command
 

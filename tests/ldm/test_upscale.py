@@ -31,7 +31,7 @@ TOLERANCE = 1e-4  # the issue's bound for these pipelines (full-size random UNet
 
 @pytest.mark.slow  # a full-size model through the original code
 def test_upscale_matches_the_original_gradio_pipeline_through_an_original_checkpoint(tmp_path):
-    config, path = PRESETS["x4-upscaler"], tmp_path / "x4.ckpt"
+    config, path = PRESETS["x4-upscaler"], tmp_path / "x4.safetensors"
     sd = saved_and_loaded_back("x4-upscaler", path, seed=7)
 
     g = torch.Generator().manual_seed(4)

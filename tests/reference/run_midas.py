@@ -62,7 +62,7 @@ def main(job_path: str) -> None:
         raise SystemExit(f"imported the wrong ldm or timm ({ldm.__file__}, {timm.__file__})")
     from ldm.data.util import AddMiDaS
     from ldm.modules.midas.midas.dpt_depth import DPTDepthModel
-    from run_original import randomise
+    from random_weights import randomise
 
     torch.set_num_threads(job["threads"])
     inputs = load_file(job["inputs"])

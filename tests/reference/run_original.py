@@ -12,33 +12,11 @@ safetensors files.
 
 import contextlib
 import json
-import math
 import sys
 
 import torch
+from random_weights import randomise  # this folder is sys.path[0]: the runner is run as a script
 from safetensors.torch import load_file, save_file
-
-
-def randomise(module: torch.nn.Module, seed: int) -> None:
-    """Weights ~ N(0, 1/fan_in); norm scales ~ 1 + N(0, 0.1^2); every other vector ~ N(0, 0.1^2).
-
-    Every floating tensor of the state dict; non-persistent buffers (causal masks) are left alone."""
-    generator = torch.Generator().manual_seed(seed)
-    norms = (torch.nn.GroupNorm, torch.nn.LayerNorm, torch.nn.BatchNorm2d)
-    norm_scales = {f"{name}.weight" if name else "weight" for name, m in module.named_modules()
-                   if isinstance(m, norms)}
-    with torch.no_grad():
-        for name, tensor in module.state_dict(keep_vars=True).items():
-            if not tensor.is_floating_point():
-                continue
-            noise = torch.randn(tensor.shape, generator=generator, dtype=torch.float32)
-            if name in norm_scales:
-                value = 1 + 0.1 * noise
-            elif tensor.ndim >= 2:
-                value = noise / math.sqrt(math.prod(tensor.shape[1:]))
-            else:
-                value = 0.1 * noise
-            tensor.copy_(value.to(tensor.dtype))
 
 
 @contextlib.contextmanager
@@ -165,7 +143,8 @@ def build_checkpoint(job: dict, inputs: dict) -> dict:
     for module in (unet, vae):
         module.to_empty(device="cpu")
     randomise(vae, seed + 1)
-    text_encoder, encode = build_text_encoder(params["text"], job["open_clip_root"])
+    with without_initialisation():  # every weight is drawn next
+        text_encoder, encode = build_text_encoder(params["text"], job["open_clip_root"])
     randomise(text_encoder, seed + 2)
 
     wrapper = torch.nn.Module()  # DiffusionWrapper: its UNet is `diffusion_model`
@@ -176,9 +155,6 @@ def build_checkpoint(job: dict, inputs: dict) -> dict:
     ema = LitEma(wrapper)
     ema.num_updates.fill_(1000)
     randomise(unet, seed)
-    if params.get("conv_out_bias_shift"):  # a constructed case for the eps/v probe (see the test)
-        with torch.no_grad():
-            unet.out[2].bias += params["conv_out_bias_shift"]
     # Every weight made representable in float16, so the fp16 and fp32 files hold the same numbers
     # and both can be compared with one set of reference outputs.
     with torch.no_grad():
@@ -229,6 +205,15 @@ def build_checkpoint(job: dict, inputs: dict) -> dict:
         ema_weights = {name.removeprefix("diffusion_model."): shadows[shadow] for name, shadow in ema.m_name2s_name.items()}
         outputs["unet_ema"] = torch.func.functional_call(
             unet, ema_weights, (inputs["x"], inputs["t"]), {"context": inputs["context"], "y": y})
+        # A file whose output-layer bias is shifted (a constructed case for the eps/v probe; see the
+        # test): its bias, rounded as every weight is, and what the UNet computes with it.
+        shifts = {spec["bias_shift"] for spec in params["files"] if spec.get("bias_shift")}
+        assert len(shifts) <= 1, "one bias shift per checkpoint"
+        for shift in shifts:
+            shifted_bias = (unet.out[2].bias + shift).half().float()
+            outputs["unet_shifted"] = torch.func.functional_call(
+                unet, {"out.2.bias": shifted_bias}, (inputs["x"], inputs["t"]), {"context": inputs["context"], "y": y},
+                strict=False)
 
     for spec in params["files"]:
         tensors = {k: v.contiguous() for k, v in state.items()}
@@ -236,6 +221,8 @@ def build_checkpoint(job: dict, inputs: dict) -> dict:
             tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
         if not spec["ema"]:
             tensors = {k: v for k, v in tensors.items() if not k.startswith("model_ema.")}
+        if spec.get("bias_shift"):
+            tensors["model.diffusion_model.out.2.bias"] = shifted_bias.to(tensors["model.diffusion_model.out.2.bias"].dtype)
         if spec["format"] == "safetensors":
             save_file(tensors, spec["path"])
         else:
