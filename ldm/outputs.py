@@ -7,13 +7,14 @@ a server or a batch runner call them alike.
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import io
 import os
 import re
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 from PIL import Image, PngImagePlugin
 
@@ -67,7 +68,25 @@ def save_png(image: Image.Image, folder: Path, pattern: str, digits: int, parame
             except FileExistsError:
                 number += 1
 
-    return written_then_linked(image, folder / pattern.format(n=0, width=digits), "PNG", parameters, link)
+    return written_then_linked(saver(image, "PNG", parameters), folder / pattern.format(n=0, width=digits), link)
+
+
+def save_at(image: Image.Image, path: str | Path, parameters: str | None) -> str:
+    """`image` as the PNG `path`, a number fixed in advance (a run's image i is always base + i,
+    ldm/manifest.py), atomically. A file already there is kept when it holds the same bytes (a run
+    that is resumed made it before it was stopped); otherwise FileExistsError. -> the PNG's sha256."""
+    path, data = Path(path), png_bytes(image, parameters)
+
+    def link(written: Path) -> Path:
+        try:
+            os.link(written, path)
+        except FileExistsError:
+            if path.read_bytes() != data:
+                raise FileExistsError(errno.EEXIST, "a file with another image is there", str(path)) from None
+        return path
+
+    written_then_linked(lambda f: f.write(data), path, link)
+    return hashlib.sha256(data).hexdigest()
 
 
 def save_new(image: Image.Image, path: str | Path) -> Path:
@@ -80,12 +99,19 @@ def save_new(image: Image.Image, path: str | Path) -> Path:
         os.link(written, path)
         return path
 
-    return written_then_linked(image, path, image_format, image.info.get("parameters"), link)
+    return written_then_linked(saver(image, image_format, image.info.get("parameters")), path, link)
 
 
-def written_then_linked(image: Image.Image, near: Path, image_format: str, parameters: str | None,
-                        link: Callable[[Path], Path]) -> Path:
-    """The image is written to a hidden temporary file beside `near` first and `link`ed into place
+def saver(image: Image.Image, image_format: str, parameters: str | None) -> Callable[[BinaryIO], None]:
+    """Writes `image` to a file object (a PNG with its `parameters` text chunk)."""
+    def write(f: BinaryIO) -> None:
+        image.save(f, format=image_format, **({"pnginfo": png_text(parameters)} if image_format == "PNG" else {}))
+
+    return write
+
+
+def written_then_linked(write: Callable[[BinaryIO], None], near: Path, link: Callable[[Path], Path]) -> Path:
+    """The image is written (`write`) to a hidden temporary file beside `near` first and `link`ed into place
     (os.link, which never replaces a file) only when complete, so an interrupted run leaves no
     half-written image and an existing file is never replaced. The temporary file is created as any
     new file is (0666, less the umask, which the kernel applies), so the image gets the permissions
@@ -94,7 +120,7 @@ def written_then_linked(image: Image.Image, near: Path, image_format: str, param
     tmp, fd = new_partial(near, lambda name: os.open(name, flags, 0o666))
     try:
         with os.fdopen(fd, "wb") as f:
-            image.save(f, format=image_format, **({"pnginfo": png_text(parameters)} if image_format == "PNG" else {}))
+            write(f)
         return link(tmp)
     finally:
         os.unlink(tmp)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..distributed import device_for_rank
 from ..tasks.common import ArgumentError
 
 # The flag that carries each task argument (the original scripts' names).
@@ -133,7 +134,10 @@ def load_model(args: argparse.Namespace):
     """The StableDiffusion of --ckpt (a file, or a diffusers folder), after check_model_flags."""
     from ..pipeline import StableDiffusion, resolve_dtype
 
-    device = requested_device(args)
+    try:
+        device = device_for_rank(requested_device(args))  # under torchrun, cuda -> cuda:LOCAL_RANK
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     precision = getattr(args, "precision", "autocast")
     dtype = args.dtype or ("float16" if precision == "autocast" and device.type == "cuda" else "float32")
     try:

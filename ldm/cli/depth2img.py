@@ -10,7 +10,8 @@ from ..outputs import save_depth
 from ..tasks.depth2img import depth_image
 from ..tasks.img2img import check_strength
 from .common import flag_errors, load_model
-from .generation import add_generation_flags, check_generation_flags, check_loaded_model, write_generations
+from .generation import add_generation_flags, check_generation_flags, check_loaded_model
+from .job import write_generations
 from .img2img import read_init_image
 
 
@@ -32,9 +33,8 @@ def run(args: argparse.Namespace) -> int:
     check_loaded_model(sd, "depth2img")
     with flag_errors():
         depth = sd.estimate_depth(image)  # once for the whole run
-    print(save_depth(depth_image(depth)[0], args.outdir))
 
     def task(prompts, **common):
         return sd.depth2img(image, prompts, strength=args.strength, depth=depth, **common)
 
-    return write_generations(args, sd, batches, task)
+    return write_generations(args, sd, batches, task, on_start=lambda: save_depth(depth_image(depth)[0], args.outdir))

@@ -1,25 +1,20 @@
-"""What txt2img and img2img share on the command line: the original scripts' flags, the checks
-made before a model is loaded (the tasks' own checks, run early), and the loop that writes
-OUTDIR/samples/NNNNN.png and the grid (ldm/outputs.py)."""
+"""What the generation commands share on the command line: the original scripts' flags and the
+checks made before a model is loaded (the tasks' own checks, run early). The run itself, which
+writes OUTDIR/samples/NNNNN.png, the grid and the manifest, is job.py's."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
-import signal
 import tempfile
 from pathlib import Path
-from typing import Callable
 
 from samplers import SAMPLERS
 
-from ..outputs import save_grid, save_sample
 from ..tasks.common import check_model, check_sampling, check_seed, prompts_for
-from ..warn import warn
-from ..watermark import describe, fits, mark_for, put_watermark
-from .common import RunError, UsageError, add_model_flags, check_model_flags, flag_errors
+from .common import UsageError, add_model_flags, check_model_flags, flag_errors
+from .job import run_plan
 
 # A PNG of W x H pixels is at most about 3 W H bytes (RGB, compression never helps noise much): the
 # room a run needs on the disk, checked before the model loads.
@@ -44,6 +39,9 @@ def add_generation_flags(parser: argparse.ArgumentParser, scale: float, n_iter: 
     add("--n_rows", type=int, default=0, help="images per row of the grid (default: n_samples), as the original")
     add("--scale", type=float, default=scale, help="classifier-free guidance scale")
     add("--from-file", type=str, help="read prompts from this file, one per line")
+    add("--resume", action="store_true",
+        help="finish the last run in --outdir, the one of its last manifest-NNNNN.jsonl: make only the images it has "
+             "no line for (give the same flags; docs/scale.md)")
     add("--repeat", type=int, default=1, help="the v2 scripts' flag: each --from-file prompt this many times in a row")
     add("--torchscript", action="store_true", help="the v2 scripts' flag: refused (no TorchScript tracing here)")
     add("--ipex", action="store_true", help="the v2 scripts' flag: refused (no Intel Extension for PyTorch here)")
@@ -79,10 +77,11 @@ def check_generation_flags(args: argparse.Namespace, starts_late: bool = False) 
         check_sampling(sampler=args.sampler, steps=args.ddim_steps, guidance_scale=args.scale, eta=args.ddim_eta,
                        karras=args.karras, starts_late=starts_late)
     batches = prompt_batches(args)
-    seeds_used = max(first_seed + len(prompts) for prompts, first_seed in run_plan(args, batches)) - args.seed
+    seeds_used = max(batch.first_seed + len(batch.prompts) for batch in run_plan(args, batches)) - args.seed
     with flag_errors():
         check_seed(args.seed, seeds_used)
-    images = seeds_used * (not args.skip_save) + (seeds_used if not args.skip_grid else 0)
+    # Each sample, and for the grid an unmarked copy of each (job.py) and the grid itself.
+    images = seeds_used * (not args.skip_save) + (2 * seeds_used if not args.skip_grid else 0)
     check_outdir(Path(args.outdir), images, (getattr(args, "H", None) or 512) * (getattr(args, "W", None) or 512))
     return batches
 
@@ -160,74 +159,3 @@ def prompt_batches(args: argparse.Namespace) -> list[list[str]]:
         raise UsageError(f"--from-file {args.from_file}: the file holds no prompts")
     lines = [line for line in lines for _ in range(args.repeat)]  # the v2 scripts' --repeat: a, a, b, b, ...
     return [lines[i : i + args.n_samples] for i in range(0, len(lines), args.n_samples)]
-
-
-def run_plan(args: argparse.Namespace, batches: list[list[str]]) -> list[tuple[list[str], int]]:
-    """The original scripts' run: n_iter times over the prompt batches, each with its first seed.
-    Image j of the run gets seed + j (--fixed_code: every batch starts at --seed)."""
-    plan, count = [], 0
-    for _ in range(args.n_iter):
-        for prompts in batches:
-            plan.append((prompts, args.seed + (0 if getattr(args, "fixed_code", False) else count)))
-            count += len(prompts)
-    return plan
-
-
-def write_generations(args: argparse.Namespace, sd, batches: list[list[str]], task: Callable) -> int:
-    """The run of run_plan(): `task(prompts, **common)` gives the images of one batch, each with its
-    `parameters` text in image.info (the tasks put it there); each image goes to OUTDIR/samples,
-    then all of them to a grid, each marked as the original scripts mark theirs (the grid is made
-    of the unmarked images, then marked once), unless --no_watermark. A failure to write (a full
-    disk) stops the run with RunError saying how many images were written; Ctrl-C's
-    KeyboardInterrupt carries that count too."""
-    outdir, all_images, written = Path(args.outdir), [], 0
-    mark = None if args.no_watermark else mark_for(sd.config)
-    (outdir / "samples").mkdir(parents=True, exist_ok=True)
-    try:
-        for prompts, first_seed in run_plan(args, batches):
-            with flag_errors():
-                images = task(prompts, negative_prompt=args.negative_prompt, steps=args.ddim_steps,
-                              sampler=args.sampler, karras=args.karras, guidance_scale=args.scale, eta=args.ddim_eta,
-                              seed=first_seed, progress=args.progress)
-            if mark is not None and not all_images:
-                report_unmarked(images[0], mark)
-            for image in images:
-                if not args.skip_save:
-                    marked = image if mark is None else put_watermark(image, mark)
-                    with ctrl_c_deferred():  # the PNG and its count together
-                        print(save_sample(marked, outdir, marked.info["parameters"]))
-                        written += 1
-            all_images += images
-        if not args.skip_grid:
-            with ctrl_c_deferred():
-                print(save_grid(all_images, outdir, args.n_rows or args.n_samples, watermark=mark))
-    except OSError as error:
-        raise RunError(f"writing to {outdir} failed ({error.strerror or error}); {written} image(s) written "
-                       f"before it stay in {outdir / 'samples'}") from None
-    except KeyboardInterrupt as interrupt:
-        interrupt.images_written = written
-        raise
-    return 0
-
-
-def report_unmarked(image, mark: bytes) -> None:
-    """Once per run, on the console: images too small for the watermark carry none (their
-    parameters text says so too; a grid of 256x256 pixels or more is still marked)."""
-    if not fits(*image.size):
-        warn(f"{image.width}x{image.height} images are under the 256x256 pixels the invisible watermark needs: "
-             f"they carry no {describe(mark)} mark (their parameters text says so)")
-
-
-@contextlib.contextmanager
-def ctrl_c_deferred():
-    """Ctrl-C (SIGINT) held back until the block ends, where Python raises KeyboardInterrupt: a
-    PNG linked into place is also counted and printed. POSIX only (pthread_sigmask); elsewhere
-    the block is not protected."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -10,8 +10,8 @@ from PIL import Image
 
 from ..tasks.img2img import check_strength
 from .common import UsageError, flag_errors, load_model
-from .generation import (add_generation_flags, check_generation_flags, check_loaded_model,
-                         write_generations)
+from .generation import add_generation_flags, check_generation_flags, check_loaded_model
+from .job import write_generations
 
 
 def add_parser(commands) -> None:

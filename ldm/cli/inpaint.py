@@ -7,7 +7,8 @@ import argparse
 
 from ..tasks.inpaint import mask_to_tensor
 from .common import UsageError, load_model
-from .generation import add_generation_flags, check_generation_flags, check_loaded_model, write_generations
+from .generation import add_generation_flags, check_generation_flags, check_loaded_model
+from .job import write_generations
 from .img2img import read_init_image
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import re
 
+from ..distributed import launched
 from ..tasks.original_noise import ORIGINAL_SAMPLERS, OriginalNoise
 from .common import UsageError, load_model
-from .generation import (add_generation_flags, check_generation_flags, check_loaded_model,
-                         write_generations)
+from .generation import add_generation_flags, check_generation_flags, check_loaded_model
+from .job import write_generations
 
 
 def add_parser(commands) -> None:
@@ -64,6 +65,9 @@ def check_original_noise(args: argparse.Namespace) -> None:
     if args.ddim_eta:
         raise UsageError(f"--noise original and --ddim_eta {args.ddim_eta}: DDIM's noise at eta > 0 would come from "
                          "per-image generators, not from the original's stream; use --ddim_eta 0")
+    if args.resume or launched()[1] > 1:
+        raise UsageError("--noise original draws every batch from one stream, in order: a run with it cannot be "
+                         "resumed or split across processes; use --noise seed")
 
 
 def original_noise_task(args: argparse.Namespace, sd):

@@ -8,7 +8,8 @@ import argparse
 from ..config import PRESETS
 from ..tasks.upscale import check_noise_level, check_tile
 from .common import flag_errors, load_model
-from .generation import add_generation_flags, check_generation_flags, check_loaded_model, write_generations
+from .generation import add_generation_flags, check_generation_flags, check_loaded_model
+from .job import write_generations
 from .img2img import read_init_image
 
 

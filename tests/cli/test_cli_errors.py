@@ -61,15 +61,16 @@ def test_a_disk_too_small_for_the_run_is_refused_before_the_model_loads(tmp_path
     patch = ("import shutil, collections\nUsage = collections.namedtuple('Usage', 'total used free')\n"
              "shutil.disk_usage = lambda path: Usage(10**9, 10**9 - 1000, 1000)")
     result = patched_run(patch, "txt2img", "--outdir", "out", *FAST, cwd=tmp_path)
-    one_error_line(result, 2, "--outdir out: 0.0 MiB free", "(2 PNGs)")
+    one_error_line(result, 2, "--outdir out: 0.0 MiB free", "(3 PNGs)")  # the sample, its copy for the grid, the grid
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # checked without leaving a folder behind
 
 
 def test_a_disk_that_fills_up_mid_run_keeps_the_images_written_and_says_how_many(tmp_path):
-    patch = ("import errno, ldm.outputs as outputs\nsave_png, calls = outputs.save_png, []\n"
+    # Each image is two files (its sample, and its unmarked copy for the grid): the fifth fails.
+    patch = ("import errno, ldm.outputs as outputs\nwrite, calls = outputs.written_then_linked, []\n"
              "def full(*args, **kwargs):\n    calls.append(1)\n"
-             "    if len(calls) > 2:\n        raise OSError(errno.ENOSPC, 'No space left on device')\n"
-             "    return save_png(*args, **kwargs)\noutputs.save_png = full")
+             "    if len(calls) > 4:\n        raise OSError(errno.ENOSPC, 'No space left on device')\n"
+             "    return write(*args, **kwargs)\noutputs.written_then_linked = full")
     args = ["txt2img", "--outdir", "out", "--ddim_steps", "2", "--n_iter", "4", "--n_samples", "1", "--no-progress"]
     result = patched_run(patch, *args, cwd=tmp_path)
     one_error_line(result, 1, "No space left on device", "2 image(s) written before it stay in out/samples")
