@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.ldm_command import run_ldm
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -20,9 +22,7 @@ def checkpoint(tiny_checkpoint) -> Path:
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "ldm", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=600)
+    return run_ldm(*args, cwd=cwd)
 
 
 @pytest.mark.slow  # seven samples through the command line

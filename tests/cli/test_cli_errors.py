@@ -16,22 +16,20 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.ldm_command import run_ldm
+
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--ddim_steps", "2", "--n_iter", "1", "--n_samples", "1", "--no-progress"]
 
 
 def run(*args, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """`python -m ldm args...` (args may be bytes: argv is bytes on POSIX)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "ldm", *args], cwd=cwd, env=env, capture_output=True,
-                          timeout=timeout)
+    return run_ldm(*(os.fsdecode(a) for a in args), cwd=cwd, env=env, timeout=timeout, text=False)
 
 
 def patched_run(patch: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     """The command line in a subprocess whose Python first runs `patch` (to fake a full disk)."""
-    code = f"import sys\n{patch}\nfrom ldm.cli import main\nsys.exit(main(sys.argv[1:]))"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, timeout=300)
+    return run_ldm(*args, cwd=cwd, timeout=300, text=False, patch=patch)
 
 
 def one_error_line(result: subprocess.CompletedProcess, code: int, *words: str) -> str:
@@ -188,10 +186,13 @@ def test_a_foreign_package_of_the_same_name_is_named_at_start_up(tmp_path):
     """`tokenizer` is also a PyPI package: when another one wins the import, say so, at once."""
     (tmp_path / "tokenizer").mkdir()
     (tmp_path / "tokenizer" / "__init__.py").write_text("raise ImportError('the other tokenizer')\n")
-    result = run("--version", cwd=tmp_path)
-    line = one_error_line(result, 2, "'tokenizer' resolves to", str(tmp_path / "tokenizer" / "__init__.py"))
+    def started(cwd: Path) -> subprocess.CompletedProcess:  # the real start, not tests/ldm_command.py's fork
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        return subprocess.run([sys.executable, "-m", "ldm", "--version"], cwd=cwd, env=env, capture_output=True)
+
+    line = one_error_line(started(tmp_path), 2, "'tokenizer' resolves to", str(tmp_path / "tokenizer" / "__init__.py"))
     assert "virtual environment of its own" in line
-    assert run("--version", cwd=ROOT).returncode == 0
+    assert started(ROOT).returncode == 0
 
 
 def test_a_checkpoint_with_a_missing_key_is_one_readable_line(tiny_checkpoint, tmp_path):

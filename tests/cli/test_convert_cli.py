@@ -5,11 +5,9 @@ a diffusers folder and back, and the refusals (exit 2, one line, nothing written
 from __future__ import annotations
 
 import json
-import os
 import resource
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,14 +20,13 @@ from checkpoints_convert.read import read_checkpoint
 from ldm.config import V1
 from ldm.demo import CHECKPOINT as DEMO_CHECKPOINT
 from ldm.pipeline import StableDiffusion
+from tests.ldm_command import run_ldm
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def convert(*args: str, cwd: Path, command: str = "convert", preexec_fn=None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "ldm", command, *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600, preexec_fn=preexec_fn)
+    return run_ldm(command, *args, cwd=cwd, preexec_fn=preexec_fn)
 
 
 def converted(*args: str, cwd: Path) -> Path:

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from ldm.pipeline import StableDiffusion
 from tests.checkpoints_convert.test_save_original import saved_and_loaded_back
 from tests.ldm.one_run import latent_and_image
 from tests.ldm.tiny_models import TINY_INPAINTING, tiny_command
+from tests.ldm_command import run_ldm
 from tests.reference.original_configs import FIRST_STAGE_PARAMS as FIRST_STAGE
 from tests.reference.original_configs import UNET_PARAMS as ORIGINAL_UNET_PARAMS
 from tests.reference.original_ldm import relative_error, run_original
@@ -144,9 +143,7 @@ def test_txt2img_models_are_refused_by_inpaint_and_inpainting_models_by_txt2img(
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "ldm", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=600)
+    return run_ldm(*args, cwd=cwd)
 
 
 def test_the_command_line_refuses_a_bad_mask_before_the_model_loads(tmp_path):

@@ -3,13 +3,12 @@ task tests and the bfloat16 tests build, and the command line run on one of them
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 from ldm.config import DEMO, PRESETS, MiDaSConfig, NoiseAugmentationConfig
+from tests.ldm_command import run_ldm
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,8 +30,6 @@ def tiny_command(sd, tmp_path: Path, monkeypatch, command: str, *args: str) -> s
     name = sd.config.name
     monkeypatch.setitem(PRESETS, name, sd.config)
     path = sd.save_checkpoint(tmp_path / f"{name}.safetensors")
-    script = (f"import sys; from tests.ldm.tiny_models import TINY; from ldm.config import PRESETS; "
-              f"PRESETS[{name!r}] = TINY[{name!r}]; from ldm.cli import main; sys.exit(main(sys.argv[1:]))")
-    return subprocess.run([sys.executable, "-c", script, command, "--ckpt", str(path), "--variant", name, *args],
-                          cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                          timeout=600)
+    patch = (f"from tests.ldm.tiny_models import TINY\nfrom ldm.config import PRESETS\n"
+             f"PRESETS[{name!r}] = TINY[{name!r}]")
+    return run_ldm(command, "--ckpt", str(path), "--variant", name, *args, cwd=tmp_path, patch=patch)

@@ -7,9 +7,7 @@ Only the batch is set: 2 images per caption (--n_samples 2), one iteration, no g
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from checkpoints_convert.load import read_original
 from ldm.demo import CHECKPOINT
 from ldm.demo.shapes import TRAINING, caption
 from ldm.pipeline import StableDiffusion
+from tests.ldm_command import run_ldm
 
 from .pixel_classifier import Verdict, classify
 
@@ -31,9 +30,7 @@ TRAINING_SAMPLE = TRAINING[::9]
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "ldm", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=900)
+    done = run_ldm(*args, cwd=cwd, timeout=900)
     assert done.returncode == 0, done.stderr
     return done
 

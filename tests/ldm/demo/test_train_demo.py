@@ -4,9 +4,7 @@ writes a file that loads through from_checkpoint like the shipped one."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from ldm.pipeline import StableDiffusion
+from tests.ldm_command import run_ldm
 
 ROOT = Path(__file__).resolve().parents[3]
 FEW_STEPS = ["--autoencoder-steps", "3", "--denoiser-steps", "4", "--batch-size", "4", "--no-progress"]
@@ -23,9 +22,7 @@ pytestmark = pytest.mark.slow  # training runs
 
 
 def train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "ldm", "train-demo", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return run_ldm("train-demo", *args, cwd=cwd)
 
 
 def record(path: Path) -> dict:
