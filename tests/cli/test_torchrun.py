@@ -225,3 +225,19 @@ def test_a_second_run_in_the_folder_continues_the_numbers_and_has_its_own_manife
     assert [line["file"] for line in second[1:-1]] == ["samples/00003.png", "samples/00004.png", "samples/00005.png"]
     assert second[-1] == {"finished": {"images": 3, "grid": "grid-0001.png"}}
     shutil.rmtree(tmp_path / "out")
+
+
+def test_img2img_on_two_processes_writes_the_bytes_of_one(tmp_path):
+    """Every generation command runs through the same job: img2img of one input, five prompts."""
+    from PIL import Image
+
+    Image.effect_noise((64, 64), 40).convert("RGB").save(tmp_path / "input.png")
+    args = ["img2img", *job(PROMPTS[:5], tmp_path, "--n_samples", "2")[1:], "--init-img", str(tmp_path / "input.png"),
+            "--strength", "0.6"]
+    one = one_process(args, tmp_path / "one")
+    assert one.returncode == 0, one.stderr
+    two = run_torchrun(2, args, tmp_path / "two")
+    assert two.returncode == 0, two.stderr
+    assert files(tmp_path / "two") == files(tmp_path / "one")
+    images = check_manifest(tmp_path / "two", "manifest-00000.jsonl", 0, 5)
+    assert {line["rank"] for line in images} == {0, 1}
