@@ -43,10 +43,6 @@ def launched() -> tuple[int, int, int]:
     return rank, world, local
 
 
-def is_main_process() -> bool:
-    return launched()[0] == 0
-
-
 def device_for_rank(device: torch.device) -> torch.device:
     """Each process of a CUDA job takes the GPU of its LOCAL_RANK (cuda -> cuda:LOCAL_RANK)."""
     rank, world, local = launched()

@@ -9,11 +9,12 @@ image as it is written; the last line says the run finished:
 
 Image i of the run (its global index, 0-based) is always samples/(base + i), so the numbers say
 nothing of how many processes made them. A run reserves its range of numbers when it starts (the
-manifest is created exclusively at its base, past every sample and every other run's range), so
-two runs in one folder never write the same number. Each line is written with one write() by the
-one process that writes the manifest: a line is there whole or, if that process was killed in the
-middle of it, is the torn last line, which reading ignores. `--resume` reads the last unfinished
-manifest and makes only the images it has no line for.
+manifest is linked into place, whole, at its base, past every sample and every other run's range,
+and a run that finds the name taken counts again), so two runs in one folder never write the same
+number. Each line is written with one write() by the one process that writes the manifest: a
+line is there whole or, if that process was killed in the middle of it, is the torn last line,
+which reading ignores. `--resume` reads the last run's manifest and makes only the images it has
+no line for.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from checkpoints_convert.save import new_partial
 
 from .outputs import SAMPLE_PATTERN, next_number
 
@@ -55,15 +58,19 @@ class Manifest:
             samples = outdir / "samples"
             ends = [m.base + m.images for m in runs_in(outdir)]
             base = max([next_number(samples, SAMPLE_PATTERN) if samples.is_dir() else 0, *ends])
-            path = outdir / f"manifest-{base:05d}.jsonl"
+            path, header = outdir / f"manifest-{base:05d}.jsonl", {**job, "base": base}
+            # Written whole under a temporary name, then linked into place: no run ever reads another
+            # run's manifest without its first line.
+            partial, fd = new_partial(path, lambda name: os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o666)
+                with os.fdopen(fd, "wb") as f:
+                    f.write((json.dumps({"job": header}) + "\n").encode("utf-8"))
+                os.link(partial, path)
+                return cls(path, header)
             except FileExistsError:  # another run took this base meanwhile: count again
                 continue
-            job = {**job, "base": base}
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps({"job": job}) + "\n")
-            return cls(path, job)
+            finally:
+                os.unlink(partial)
 
     @classmethod
     def read(cls, path: Path) -> Manifest:

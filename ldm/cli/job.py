@@ -131,6 +131,8 @@ def open_manifest(args: argparse.Namespace, sd, outdir: Path, plan: list[Batch],
                          "flags to resume it")
     if manifest.finished is not None:
         print(f"{manifest.path}: the run is finished, all {manifest.images} images are there; nothing to do")
+        shutil.rmtree(grid_folder(outdir, manifest), ignore_errors=True)  # if stopped just before removing it
+        return manifest
     manifest.drop_torn_line()
     remove_partials(outdir, manifest)
     return manifest
@@ -161,8 +163,8 @@ class Run:
     """One process's part of a run: the batches it takes, the files it writes."""
 
     def __init__(self, args: argparse.Namespace, sd, outdir: Path, manifest: Manifest, ranks: Ranks, task: Callable):
-        self.args, self.sd, self.outdir, self.manifest, self.ranks, self.task = args, sd, outdir, manifest, ranks, task
-        self.written = 0
+        self.args, self.outdir, self.manifest, self.ranks, self.task = args, outdir, manifest, ranks, task
+        self.written, self.reported = 0, False
         self.mark = None if args.no_watermark else mark_for(sd.config)
         self.grid_parts = grid_folder(outdir, manifest)
         self.model_hash = file_hash(args.ckpt) if Path(args.ckpt).is_file() else None
@@ -184,8 +186,9 @@ class Run:
                                    sampler=args.sampler, karras=args.karras, guidance_scale=args.scale,
                                    eta=args.ddim_eta, seed=batch.first_seed,
                                    progress=args.progress and self.ranks.size == 1)
-            if self.mark is not None and batch.first == 0 and self.ranks.is_main:
+            if self.mark is not None and self.ranks.is_main and not self.reported:
                 report_unmarked(images[0], self.mark)
+                self.reported = True
             for k, (index, image) in enumerate(zip(batch.indices, images)):
                 if index not in self.manifest.done:  # made again only for the others of its batch
                     with ctrl_c_deferred():  # the PNG and its count together
@@ -224,18 +227,20 @@ class Run:
         missing = [i for batch in plan for i in batch.indices if i not in self.manifest.done]
         if missing:
             raise RunError(f"{self.manifest.path}: images {missing[:10]} were not made; run again with --resume")
-        grid = None
         if not self.args.skip_grid:
             parts = [self.grid_parts / f"{i:05d}.png" for i in range(self.manifest.images)]
             if gone := [part for part in parts if not part.is_file()]:
                 raise RunError(f"the grid needs the unmarked copy of every image, and {gone[0]} (and "
                                f"{len(gone) - 1} more) is gone; --resume --skip_grid finishes the run without a grid")
-            grid = save_grid([read_rgb(part) for part in parts], self.outdir, self.args.n_rows or self.args.n_samples,
-                             watermark=self.mark)
-            print(grid)
+            images = [read_rgb(part) for part in parts]
+            with ctrl_c_deferred():  # the grid and its name in the manifest together
+                grid = save_grid(images, self.outdir, self.args.n_rows or self.args.n_samples, watermark=self.mark)
+                print(grid)
+                self.manifest.append({"finished": {"images": self.manifest.images, "grid": grid.name}})
+        else:
+            self.manifest.append({"finished": {"images": self.manifest.images, "grid": None}})
         if self.grid_parts.is_dir():
             shutil.rmtree(self.grid_parts)
-        self.manifest.append({"finished": {"images": self.manifest.images, "grid": grid and grid.name}})
         if self.ranks.size > 1:
             print(f"{self.manifest.path}: {self.manifest.images} images")
 
